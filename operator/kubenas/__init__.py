@@ -1,0 +1,1 @@
+"""kubenas: Kubernetes-native neural architecture and hyperparameter search."""

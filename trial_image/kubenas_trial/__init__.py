@@ -1,0 +1,1 @@
+"""kubenas_trial: the trial-side SDK and PyTorch trainer."""
