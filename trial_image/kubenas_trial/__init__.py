@@ -1,1 +1,9 @@
-"""kubenas_trial: the trial-side SDK and PyTorch trainer."""
+"""kubenas_trial: the trial-side SDK and PyTorch trainer.
+
+The SDK (this namespace) needs only prometheus-client; the trainer (``python -m kubenas_trial``)
+needs torch and scikit-learn and is imported only when run.
+"""
+
+from kubenas_trial.sdk import ParametersError, TrialReporter, finish, parameters, report
+
+__all__ = ["ParametersError", "TrialReporter", "finish", "parameters", "report"]
