@@ -1,0 +1,225 @@
+"""Trial → batch/v1 Job manifest: pure functions, no I/O.
+
+Parameters reach the trial three ways (DESIGN.md §3): JSON in env ``KUBENAS_PARAMETERS``,
+a downward-API file projected from a pod annotation, and ``${parameters.NAME}`` inside
+individual ``command``/``args`` items (never through a shell string).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kubenas import api
+
+LABEL_EXPERIMENT = "kubenas.io/experiment"
+LABEL_TRIAL = "kubenas.io/trial"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "kubenas"
+ANNOTATION_PARAMETERS = "kubenas.io/parameters"
+
+PARAMETERS_VOLUME = "kubenas-parameters"
+PARAMETERS_DIR = "/etc/kubenas"
+PARAMETERS_FILE = "parameters.json"
+TERMINATION_LOG = "/dev/termination-log"
+METRICS_PORT_NAME = "metrics"
+
+_PLACEHOLDER = re.compile(r"\$\{parameters\.([A-Za-z_][A-Za-z0-9_.-]*)\}")
+
+
+def format_value(value: api.ParameterValue) -> str:
+    """A parameter value as a command-line string (booleans as JSON ``true``/``false``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def substitute_args(args: Sequence[str], parameters: Mapping[str, api.ParameterValue]) -> list[str]:
+    """Replace ``${parameters.NAME}`` inside each arg with the parameter's value.
+
+    Each arg stays one argv item whatever the value contains, so no shell ever parses
+    a value. A name that is not in ``parameters`` (an inactive conditional parameter)
+    becomes the empty string; ``$${parameters.NAME}`` escapes to the literal text.
+    """
+
+    def one(arg: str) -> str:
+        parts = arg.split("$${")
+        done = [_PLACEHOLDER.sub(lambda m: _lookup(parameters, m.group(1)), part) for part in parts]
+        return "${".join(done)
+
+    return [one(str(arg)) for arg in args]
+
+
+def _lookup(parameters: Mapping[str, api.ParameterValue], name: str) -> str:
+    value = parameters.get(name)
+    return "" if value is None else format_value(value)
+
+
+def parameters_json(parameters: Mapping[str, api.ParameterValue]) -> str:
+    """The canonical JSON form of a configuration (sorted keys, compact)."""
+    return json.dumps(dict(parameters), sort_keys=True, separators=(",", ":"))
+
+
+def trial_environment(
+    experiment_name: str,
+    trial_name: str,
+    parameters: Mapping[str, api.ParameterValue],
+    metrics_port: int,
+) -> dict[str, str]:
+    """The trial contract's input environment (DESIGN.md §4)."""
+    return {
+        "KUBENAS_PARAMETERS": parameters_json(parameters),
+        "KUBENAS_TRIAL": trial_name,
+        "KUBENAS_EXPERIMENT": experiment_name,
+        "KUBENAS_METRICS_PORT": str(metrics_port),
+    }
+
+
+def child_labels(experiment_name: str, trial_name: str | None = None) -> dict[str, str]:
+    """Labels every child of an Experiment carries."""
+    labels = {LABEL_EXPERIMENT: experiment_name, LABEL_MANAGED_BY: MANAGED_BY}
+    if trial_name is not None:
+        labels[LABEL_TRIAL] = trial_name
+    return labels
+
+
+def owner_reference(owner: Mapping[str, Any], *, controller: bool = True) -> dict[str, Any]:
+    """An ownerReference to ``owner`` (a raw object with apiVersion, kind and metadata).
+
+    Raises:
+        ValueError: the owner has no uid yet (it was never stored by the API server).
+    """
+    meta = owner.get("metadata") or {}
+    if not meta.get("uid"):
+        raise ValueError(f"{owner.get('kind')} {meta.get('name')!r} has no uid: it must be created first")
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": controller,
+    }
+
+
+def build_trial(experiment: api.Experiment, name: str, index: int, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The Trial object for a configuration, owned by its Experiment."""
+    exp_meta = experiment.metadata
+    owner = {
+        "apiVersion": api.API_VERSION,
+        "kind": "Experiment",
+        "metadata": {"name": exp_meta.name, "uid": exp_meta.uid},
+    }
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": "Trial",
+        "metadata": {
+            "name": name,
+            "namespace": exp_meta.namespace,
+            "labels": child_labels(exp_meta.name, name),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": api.TrialSpec(experiment=exp_meta.name, index=index, parameters=dict(parameters)).to_wire(),
+    }
+
+
+def build_job(experiment: api.Experiment, trial: api.Trial) -> dict[str, Any]:
+    """The batch/v1 Job that runs ``trial``, owned by the Trial.
+
+    The first container of the template is the trial; user settings win over the
+    secure defaults, but the ``KUBENAS_*`` contract variables always win over the user's.
+    """
+    spec = experiment.spec
+    template = spec.trial_template
+    exp_name = experiment.metadata.name
+    labels = child_labels(exp_name, trial.name)
+    params = trial.spec.parameters
+    port = spec.metrics.port
+
+    pod_meta = copy.deepcopy(template.metadata or {})
+    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **labels}
+    annotations = dict(pod_meta.get("annotations") or {})
+    annotations[ANNOTATION_PARAMETERS] = parameters_json(params)
+    annotations.setdefault("prometheus.io/scrape", "true")
+    annotations.setdefault("prometheus.io/port", str(port))
+    annotations.setdefault("prometheus.io/path", spec.metrics.path)
+    pod_meta["annotations"] = annotations
+
+    pod_spec = copy.deepcopy(template.spec)
+    pod_spec["restartPolicy"] = "Never"
+    pod_spec["securityContext"] = {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        **(pod_spec.get("securityContext") or {}),
+    }
+    pod_spec["volumes"] = [v for v in pod_spec.get("volumes") or [] if v.get("name") != PARAMETERS_VOLUME]
+    pod_spec["volumes"].append(_parameters_volume())
+    containers = pod_spec.get("containers") or []
+    if not containers:
+        raise ValueError("trialTemplate.spec.containers is empty: the first container is the trial")
+    containers[0] = _trial_container(containers[0], trial_environment(exp_name, trial.name, params, port), params, port)
+    pod_spec["containers"] = containers
+
+    trial_raw = {"apiVersion": api.API_VERSION, "kind": "Trial", "metadata": trial.metadata.model_dump(by_alias=True)}
+    job_spec: dict[str, Any] = {
+        "backoffLimit": template.backoff_limit,
+        "template": {"metadata": pod_meta, "spec": pod_spec},
+    }
+    if template.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = template.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": trial.name,
+            "namespace": experiment.metadata.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(trial_raw)],
+        },
+        "spec": job_spec,
+    }
+
+
+def _parameters_volume() -> dict[str, Any]:
+    field = f"metadata.annotations['{ANNOTATION_PARAMETERS}']"
+    return {
+        "name": PARAMETERS_VOLUME,
+        "downwardAPI": {"items": [{"path": PARAMETERS_FILE, "fieldRef": {"fieldPath": field}}]},
+    }
+
+
+def _trial_container(
+    container: dict[str, Any], contract_env: dict[str, str], params: Mapping[str, Any], port: int
+) -> dict[str, Any]:
+    c = dict(container)
+    for key in ("command", "args"):
+        if c.get(key):
+            c[key] = substitute_args(c[key], params)
+    termination_path = c.setdefault("terminationMessagePath", TERMINATION_LOG)
+    # A crash before the trial writes its result still leaves the log tail for `kubectl describe`.
+    c.setdefault("terminationMessagePolicy", "FallbackToLogsOnError")
+    ours = {
+        **contract_env,
+        "KUBENAS_PARAMETERS_FILE": f"{PARAMETERS_DIR}/{PARAMETERS_FILE}",
+        "KUBENAS_TERMINATION_LOG": termination_path,
+    }
+    user_env = [e for e in c.get("env") or [] if e.get("name") not in ours]
+    c["env"] = user_env + [{"name": k, "value": v} for k, v in ours.items()]
+    ports = list(c.get("ports") or [])
+    if not any(p.get("containerPort") == port for p in ports):
+        taken = any(p.get("name") == METRICS_PORT_NAME for p in ports)
+        name = "kubenas-metrics" if taken else METRICS_PORT_NAME
+        ports.append({"name": name, "containerPort": port, "protocol": "TCP"})
+    c["ports"] = ports
+    mounts = [m for m in c.get("volumeMounts") or [] if m.get("name") != PARAMETERS_VOLUME]
+    mounts.append({"name": PARAMETERS_VOLUME, "mountPath": PARAMETERS_DIR, "readOnly": True})
+    c["volumeMounts"] = mounts
+    security = dict(c.get("securityContext") or {})
+    security.setdefault("allowPrivilegeEscalation", False)
+    security.setdefault("capabilities", {"drop": ["ALL"]})
+    c["securityContext"] = security
+    return c

@@ -1,0 +1,152 @@
+"""kubenas.workload: the pure Trial → Job builder."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from kubenas import api, workload
+
+
+def make_experiment(**template: Any) -> api.Experiment:
+    spec = {
+        "objective": {"metric": "accuracy", "goal": "maximize"},
+        "parameters": [{"name": "lr", "type": "float", "min": 0.001, "max": 0.1, "scale": "log"}],
+        "trialTemplate": {
+            "spec": {
+                "containers": [
+                    {
+                        "name": "trial",
+                        "image": "ghcr.io/kubenas/trial:0.1",
+                        "args": ["--lr=${parameters.lr}", "--width", "${parameters.width}", "$${parameters.lr}"],
+                        "env": [{"name": "KUBENAS_TRIAL", "value": "spoofed"}, {"name": "USER_VAR", "value": "1"}],
+                        "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                    }
+                ]
+            },
+            **template,
+        },
+    }
+    return api.Experiment.model_validate(
+        {"metadata": {"name": "exp", "namespace": "ns", "uid": "exp-uid"}, "spec": spec}
+    )
+
+
+def make_trial(parameters: dict[str, Any] | None = None) -> api.Trial:
+    return api.Trial.model_validate(
+        {
+            "metadata": {"name": "exp-3", "namespace": "ns", "uid": "trial-uid"},
+            "spec": {"experiment": "exp", "index": 3, "parameters": parameters or {"lr": 0.01, "width": 64}},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "params", "expected"),
+    [
+        (["--lr=${parameters.lr}"], {"lr": 0.5}, ["--lr=0.5"]),
+        (["${parameters.a}x${parameters.b}"], {"a": 1, "b": "y"}, ["1xy"]),
+        (["${parameters.flag}"], {"flag": True}, ["true"]),
+        (["${parameters.gone}"], {}, [""]),
+        (["$${parameters.lr}"], {"lr": 1}, ["${parameters.lr}"]),
+        (["${parameters.s}"], {"s": "a b; rm -rf /"}, ["a b; rm -rf /"]),
+        (["plain", "${other}"], {"other": 1}, ["plain", "${other}"]),
+    ],
+    ids=["inline", "two-in-one", "bool-json", "inactive-empty", "escaped", "no-shell-split", "untouched"],
+)
+def test_substitute_args(args: list[str], params: dict[str, Any], expected: list[str]) -> None:
+    assert workload.substitute_args(args, params) == expected
+
+
+def test_trial_environment_is_the_contract() -> None:
+    env = workload.trial_environment("exp", "exp-0", {"b": 2, "a": "x"}, 9000)
+    assert env == {
+        "KUBENAS_PARAMETERS": '{"a":"x","b":2}',
+        "KUBENAS_TRIAL": "exp-0",
+        "KUBENAS_EXPERIMENT": "exp",
+        "KUBENAS_METRICS_PORT": "9000",
+    }
+
+
+def test_job_identity_labels_and_owner() -> None:
+    job = workload.build_job(make_experiment(), make_trial())
+    meta = job["metadata"]
+    assert (meta["name"], meta["namespace"]) == ("exp-3", "ns")
+    assert meta["labels"][workload.LABEL_EXPERIMENT] == "exp"
+    assert meta["labels"][workload.LABEL_TRIAL] == "exp-3"
+    assert meta["ownerReferences"] == [
+        {"apiVersion": api.API_VERSION, "kind": "Trial", "name": "exp-3", "uid": "trial-uid", "controller": True}
+    ]
+    pod_meta = job["spec"]["template"]["metadata"]
+    assert pod_meta["labels"][workload.LABEL_TRIAL] == "exp-3"
+    assert json.loads(pod_meta["annotations"][workload.ANNOTATION_PARAMETERS]) == {"lr": 0.01, "width": 64}
+
+
+def test_job_parameters_env_args_and_file() -> None:
+    job = workload.build_job(make_experiment(), make_trial())
+    pod = job["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["args"] == ["--lr=0.01", "--width", "64", "${parameters.lr}"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["KUBENAS_TRIAL"] == "exp-3"  # the contract wins over the user's value
+    assert env["USER_VAR"] == "1"
+    assert json.loads(env["KUBENAS_PARAMETERS"]) == {"lr": 0.01, "width": 64}
+    assert env["KUBENAS_PARAMETERS_FILE"] == "/etc/kubenas/parameters.json"
+    assert env["KUBENAS_TERMINATION_LOG"] == "/dev/termination-log"
+    assert {"name": "kubenas-parameters", "mountPath": "/etc/kubenas", "readOnly": True} in c["volumeMounts"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "kubenas-parameters")
+    assert volume["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"] == "metadata.annotations['kubenas.io/parameters']"
+
+
+def test_job_runtime_settings_and_passthrough() -> None:
+    job = workload.build_job(make_experiment(backoffLimit=2, activeDeadlineSeconds=600), make_trial())
+    assert job["spec"]["backoffLimit"] == 2
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+    pod = job["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert pod["restartPolicy"] == "Never"
+    assert c["terminationMessagePath"] == "/dev/termination-log"
+    assert {"name": "metrics", "containerPort": 8000, "protocol": "TCP"} in c["ports"]
+    assert c["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
+
+
+def test_job_defaults() -> None:
+    job = workload.build_job(make_experiment(), make_trial())
+    assert job["spec"]["backoffLimit"] == 0
+    assert "activeDeadlineSeconds" not in job["spec"]
+
+
+def test_secure_defaults_user_can_override() -> None:
+    pod = workload.build_job(make_experiment(), make_trial())["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    sc = pod["containers"][0]["securityContext"]
+    assert sc == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+    exp = make_experiment()
+    exp.spec.trial_template.spec["securityContext"] = {"runAsNonRoot": False}
+    exp.spec.trial_template.spec["containers"][0]["securityContext"] = {"capabilities": {"add": ["SYS_PTRACE"]}}
+    pod = workload.build_job(exp, make_trial())["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is False
+    assert pod["containers"][0]["securityContext"]["capabilities"] == {"add": ["SYS_PTRACE"]}
+
+
+def test_builder_is_pure() -> None:
+    exp = make_experiment()
+    before = exp.model_dump()
+    assert workload.build_job(exp, make_trial()) == workload.build_job(exp, make_trial())
+    assert exp.model_dump() == before
+
+
+def test_job_needs_trial_uid() -> None:
+    trial = make_trial()
+    trial.metadata.uid = None
+    with pytest.raises(ValueError, match="no uid"):
+        workload.build_job(make_experiment(), trial)
+
+
+def test_build_trial_owned_by_experiment() -> None:
+    trial = workload.build_trial(make_experiment(), "exp-0", 0, {"lr": 0.1})
+    assert trial["metadata"]["ownerReferences"][0]["uid"] == "exp-uid"
+    assert trial["metadata"]["labels"][workload.LABEL_EXPERIMENT] == "exp"
+    assert trial["spec"] == {"experiment": "exp", "index": 0, "parameters": {"lr": 0.1}}
