@@ -1,0 +1,246 @@
+"""A finished trial's result: the termination message parsed, and the trial classified.
+
+Both backends call this module. The operator reads the pod's termination message and
+container state; the local runner reads the termination file and the process's exit
+status. Everything read from a trial is bounded and checked here, so a trial that writes
+garbage fails with ``InvalidResult`` instead of reaching the optimizer or the status.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubenas import api
+
+MAX_RESULT_BYTES = 4096
+"""The largest termination message accepted (Kubernetes keeps at most 4096 bytes of it)."""
+
+MAX_METRIC_NAME_LENGTH = 128
+
+BACKEND_REASONS = frozenset(
+    {
+        api.TrialReason.OOM_KILLED,
+        api.TrialReason.DEADLINE_EXCEEDED,
+        api.TrialReason.UNSCHEDULABLE,
+        api.TrialReason.IMAGE_PULL,
+    }
+)
+"""Reasons only the backend can observe; they win over the exit code and the result."""
+
+_BACKEND_DEFAULT_MESSAGES = {
+    api.TrialReason.OOM_KILLED: "the trial's container was killed for exceeding its memory limit",
+    api.TrialReason.DEADLINE_EXCEEDED: "the trial ran past its deadline (activeDeadlineSeconds) and was ended",
+    api.TrialReason.UNSCHEDULABLE: "the trial's pod could not be scheduled on any node",
+    api.TrialReason.IMAGE_PULL: "the trial's container image could not be pulled",
+}
+
+
+class InvalidResultError(ValueError):
+    """A termination message that is not a bounded JSON object of finite numbers."""
+
+
+@dataclass(frozen=True)
+class ResultParse:
+    """The outcome of parsing a termination message.
+
+    Attributes:
+        metrics: the reported metrics (empty when the message was empty or invalid).
+        error: why the message is invalid, or None when it is valid (an empty message is valid).
+    """
+
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """How a finished trial ended: what the backend writes into the Trial's status.
+
+    Attributes:
+        phase: ``Succeeded`` or ``Failed``.
+        reason: why (``Completed`` for a success).
+        metrics: final metrics; kept on failures too when the result parsed, for debugging.
+        message: one human-readable line; names the exit code or the missing metric.
+    """
+
+    phase: api.TrialPhase
+    reason: api.TrialReason
+    metrics: Mapping[str, float]
+    message: str
+
+
+def parse_termination_message(text: str | bytes | None) -> ResultParse:
+    """Parse a trial's final result, never raising for bad input.
+
+    The message must be one JSON object (at most ``MAX_RESULT_BYTES`` UTF-8 bytes) whose
+    values are finite numbers; booleans, strings, null and nested values are refused with
+    a message naming the key. Integers are returned as floats. An empty or missing
+    message parses to no metrics without an error.
+
+    Example:
+        >>> parse_termination_message('{"accuracy": 0.97, "params": 12000}').metrics
+        {'accuracy': 0.97, 'params': 12000.0}
+    """
+    try:
+        return ResultParse(metrics=_parse(text))
+    except InvalidResultError as err:
+        return ResultParse(error=str(err))
+
+
+def _parse(text: str | bytes | None) -> dict[str, float]:
+    if text is None:
+        return {}
+    head = text[: MAX_RESULT_BYTES + 1]  # a longer message is refused whatever it holds
+    raw = head.encode("utf-8", errors="surrogatepass") if isinstance(head, str) else bytes(head)
+    if len(raw) > MAX_RESULT_BYTES:
+        raise InvalidResultError(f"result is larger than {MAX_RESULT_BYTES} bytes")
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InvalidResultError(f"result is not UTF-8 text (byte {err.start})") from None
+    if not decoded.strip():
+        return {}
+    try:
+        document = json.loads(decoded, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+    except InvalidResultError:
+        raise
+    except RecursionError:
+        raise InvalidResultError("result is nested too deeply") from None
+    except ValueError as err:  # JSONDecodeError, and ints beyond Python's digit limit
+        raise InvalidResultError(f"result is not valid JSON: {_first_line(err)}") from None
+    if not isinstance(document, dict):
+        raise InvalidResultError(f"result must be a JSON object of metrics, got a JSON {_json_type(document)}")
+    return {name: _metric_value(name, value) for name, value in document.items()}
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidResultError(f"result contains {name}; metrics must be finite numbers")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise InvalidResultError(f"metric {_shorten(key)!r} appears twice in the result")
+        document[key] = value
+    return document
+
+
+def _metric_value(name: str, value: Any) -> float:
+    if not name or len(name) > MAX_METRIC_NAME_LENGTH:
+        raise InvalidResultError(f"metric name {_shorten(name)!r} must be 1 to {MAX_METRIC_NAME_LENGTH} characters")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidResultError(
+            f"metric {_shorten(name)!r} is a JSON {_json_type(value)}; metrics must be finite numbers"
+        )
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidResultError(f"metric {_shorten(name)!r} is too large to be a number") from None
+    if not math.isfinite(number):
+        raise InvalidResultError(f"metric {_shorten(name)!r} is not finite")
+    return number
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    return "number"
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def classify_finished_trial(
+    objective: api.Objective,
+    *,
+    exit_code: int | None,
+    result_text: str | bytes | None,
+    backend_reason: api.TrialReason | str | None = None,
+    backend_message: str | None = None,
+) -> TrialOutcome:
+    """Decide a finished trial's phase, reason, metrics and message.
+
+    Precedence: a backend reason (OOMKilled, DeadlineExceeded, Unschedulable,
+    ImagePullBackOff) wins; then a non-zero or unknown exit code (``ExitCode``); then an
+    invalid result (``InvalidResult``); then a missing objective metric
+    (``MetricsMissing``); otherwise ``Succeeded``/``Completed``. Constraint violations are
+    still ``Succeeded``: feasibility is the objective's business.
+
+    Args:
+        objective: the experiment's objective (its metric names must be in the result).
+        exit_code: the container's exit code; negative for a process killed by a signal
+            (the local runner's convention); None when unknown.
+        result_text: the termination message or file, as read (bounded here).
+        backend_reason: what the backend observed, e.g. ``"OOMKilled"``.
+        backend_message: the backend's detail for that reason (e.g. the scheduler's message).
+
+    Raises:
+        ValueError: ``backend_reason`` is not one of the backend reasons.
+    """
+    parsed = parse_termination_message(result_text)
+    metrics = dict(parsed.metrics)
+    if backend_reason is not None:
+        reason = api.TrialReason(backend_reason)
+        if reason not in BACKEND_REASONS:
+            raise ValueError(f"backend_reason {str(backend_reason)!r} is not one of {sorted(BACKEND_REASONS)}")
+        message = backend_message or _BACKEND_DEFAULT_MESSAGES[reason]
+        return _failed(reason, metrics, message)
+    if exit_code != 0:
+        return _failed(api.TrialReason.EXIT_CODE, metrics, describe_exit_code(exit_code))
+    if not parsed.ok:
+        return _failed(api.TrialReason.INVALID_RESULT, {}, parsed.error or "invalid result")
+    missing = [m.name for m in objective.objective_metrics() if m.name not in metrics]
+    if missing:
+        reported = ", ".join(sorted(metrics)[:10]) or "nothing"
+        names = ", ".join(repr(n) for n in missing)
+        return _failed(
+            api.TrialReason.METRICS_MISSING,
+            metrics,
+            f"exited 0 but objective metric {names} missing from the result (reported: {reported})",
+        )
+    return TrialOutcome(api.TrialPhase.SUCCEEDED, api.TrialReason.COMPLETED, metrics, "completed")
+
+
+def describe_exit_code(exit_code: int | None) -> str:
+    """A message naming a failed trial's exit code, with the signal when one is implied."""
+    if exit_code is None:
+        return "the trial ended without an exit code"
+    if exit_code < 0:
+        return f"killed by signal {-exit_code}{_signal_name(-exit_code)} (exit code {exit_code})"
+    if exit_code > 128:
+        return f"exit code {exit_code} (killed by signal {exit_code - 128}{_signal_name(exit_code - 128)})"
+    return f"exit code {exit_code}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f" {signal.Signals(number).name}"
+    except ValueError:
+        return ""
+
+
+def _failed(reason: api.TrialReason, metrics: Mapping[str, float], message: str) -> TrialOutcome:
+    return TrialOutcome(api.TrialPhase.FAILED, reason, dict(metrics), message[:1024])

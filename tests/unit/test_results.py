@@ -1,0 +1,164 @@
+"""Termination-message parsing and finished-trial classification (kubenas.results)."""
+
+from __future__ import annotations
+
+import pytest
+from kubenas import api, results
+
+SINGLE = api.Objective(metric="accuracy", goal=api.Goal.MAXIMIZE)
+PARETO = api.Objective(
+    metrics=[
+        api.ObjectiveMetric(name="accuracy", goal=api.Goal.MAXIMIZE),
+        api.ObjectiveMetric(name="latency_ms", goal=api.Goal.MINIMIZE),
+    ],
+    strategy=api.Strategy.PARETO,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "metrics"),
+    [
+        pytest.param('{"accuracy": 0.97}', {"accuracy": 0.97}, id="float"),
+        pytest.param('{"params": 12000}', {"params": 12000.0}, id="int-becomes-float"),
+        pytest.param(b'{"loss": -1.5e-3}', {"loss": -1.5e-3}, id="bytes"),
+        pytest.param('  {"a": 1, "b": 2}\n', {"a": 1.0, "b": 2.0}, id="surrounding-whitespace"),
+        pytest.param("", {}, id="empty"),
+        pytest.param(None, {}, id="missing"),
+        pytest.param("{}", {}, id="empty-object"),
+    ],
+)
+def test_valid_results_parse(text: str | bytes | None, metrics: dict[str, float]) -> None:
+    parsed = results.parse_termination_message(text)
+    assert parsed.ok, parsed.error
+    assert dict(parsed.metrics) == metrics
+    assert all(type(v) is float for v in parsed.metrics.values())
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        pytest.param("accuracy=0.9", "not valid JSON", id="not-json"),
+        pytest.param('{"accuracy": 0.9', "not valid JSON", id="truncated-json"),
+        pytest.param("[0.9]", "got a JSON array", id="array"),
+        pytest.param("0.9", "got a JSON number", id="bare-number"),
+        pytest.param('"ok"', "got a JSON string", id="bare-string"),
+        pytest.param("null", "got a JSON null", id="null"),
+        pytest.param('{"accuracy": true}', "'accuracy' is a JSON boolean", id="bool-rejected"),
+        pytest.param('{"accuracy": "0.9"}', "'accuracy' is a JSON string", id="string-value"),
+        pytest.param('{"accuracy": null}', "'accuracy' is a JSON null", id="null-value"),
+        pytest.param('{"accuracy": {"top1": 0.9}}', "'accuracy' is a JSON object", id="nested-object"),
+        pytest.param('{"accuracy": [0.9]}', "'accuracy' is a JSON array", id="nested-array"),
+        pytest.param('{"accuracy": NaN}', "NaN", id="nan"),
+        pytest.param('{"accuracy": Infinity}', "Infinity", id="infinity"),
+        pytest.param('{"accuracy": -Infinity}', "-Infinity", id="minus-infinity"),
+        pytest.param('{"accuracy": 1e999}', "not finite", id="float-overflow"),
+        pytest.param('{"accuracy": 1' + "0" * 400 + "}", "too large", id="huge-int"),
+        pytest.param('{"a": 1, "a": 2}', "appears twice", id="duplicate-key"),
+        pytest.param('{"": 1}', "must be 1 to", id="empty-name"),
+        pytest.param("{" + '"' + "m" * 200 + '": 1}', "must be 1 to", id="long-name"),
+        pytest.param("[" * 2000 + "]" * 2000, "nested too deeply", id="deeply-nested"),
+        pytest.param('{"a":' * 500 + "1" + "}" * 500, "'a' is a JSON object", id="nested-objects"),
+        pytest.param(b"\xff\xfe{}", "not UTF-8", id="binary"),
+        pytest.param('{"accuracy": 0.9, "pad": "' + "x" * 5000 + '"}', "larger than 4096", id="oversized"),
+        pytest.param(b"{" + b" " * 10_000_000 + b"}", "larger than 4096", id="oversized-10MB"),
+    ],
+)
+def test_garbage_is_refused_with_a_message(text: str | bytes, words: str) -> None:
+    parsed = results.parse_termination_message(text)
+    assert not parsed.ok
+    assert dict(parsed.metrics) == {}
+    assert words in (parsed.error or "")
+
+
+def test_exactly_4096_bytes_is_accepted() -> None:
+    body = '{"accuracy": 0.5, "p": 1}'
+    text = body[:-1] + " " * (4096 - len(body)) + "}"
+    assert len(text.encode()) == 4096
+    assert results.parse_termination_message(text).ok
+
+
+def test_multibyte_text_counts_bytes_not_characters() -> None:
+    text = '{"accuracy": 0.5}' + " " * 4000 + "é" * 60  # 4077 characters, 4137 bytes
+    assert "larger than 4096" in (results.parse_termination_message(text).error or "")
+
+
+C = api.TrialPhase
+R = api.TrialReason
+
+
+@pytest.mark.parametrize(
+    ("objective", "exit_code", "text", "backend", "phase", "reason", "words"),
+    [
+        pytest.param(SINGLE, 0, '{"accuracy": 0.9}', None, C.SUCCEEDED, R.COMPLETED, "completed", id="succeeded"),
+        pytest.param(
+            PARETO, 0, '{"accuracy": 0.9, "latency_ms": 3}', None, C.SUCCEEDED, R.COMPLETED, "", id="pareto-succeeded"
+        ),
+        pytest.param(SINGLE, 1, '{"accuracy": 0.9}', None, C.FAILED, R.EXIT_CODE, "exit code 1", id="exit-1"),
+        pytest.param(SINGLE, 137, "", None, C.FAILED, R.EXIT_CODE, "exit code 137 (killed by signal 9 SIGKILL)",
+                     id="exit-137"),
+        pytest.param(SINGLE, -15, "", None, C.FAILED, R.EXIT_CODE, "signal 15 SIGTERM", id="local-signal"),
+        pytest.param(SINGLE, None, "", None, C.FAILED, R.EXIT_CODE, "without an exit code", id="no-exit-code"),
+        pytest.param(SINGLE, 0, "", None, C.FAILED, R.METRICS_MISSING, "'accuracy' missing", id="no-result"),
+        pytest.param(SINGLE, 0, '{"loss": 0.1}', None, C.FAILED, R.METRICS_MISSING, "reported: loss",
+                     id="objective-missing"),
+        pytest.param(PARETO, 0, '{"accuracy": 0.9}', None, C.FAILED, R.METRICS_MISSING, "'latency_ms'",
+                     id="one-of-two-missing"),
+        pytest.param(SINGLE, 0, "garbage", None, C.FAILED, R.INVALID_RESULT, "result is not valid JSON",
+                     id="garbage"),
+        pytest.param(SINGLE, 0, "x" * 5000, None, C.FAILED, R.INVALID_RESULT, "larger than 4096", id="oversized"),
+        pytest.param(SINGLE, 137, "", "OOMKilled", C.FAILED, R.OOM_KILLED, "memory limit", id="oom"),
+        pytest.param(SINGLE, None, "", "DeadlineExceeded", C.FAILED, R.DEADLINE_EXCEEDED, "deadline",
+                     id="deadline"),
+        pytest.param(SINGLE, None, None, R.UNSCHEDULABLE, C.FAILED, R.UNSCHEDULABLE, "scheduled",
+                     id="unschedulable"),
+        pytest.param(SINGLE, None, None, "ImagePullBackOff", C.FAILED, R.IMAGE_PULL, "pulled", id="image-pull"),
+        pytest.param(SINGLE, 0, '{"accuracy": 0.9}', "DeadlineExceeded", C.FAILED, R.DEADLINE_EXCEEDED, "",
+                     id="backend-reason-wins-over-success"),
+    ],
+)
+def test_classify_finished_trial(
+    objective: api.Objective,
+    exit_code: int | None,
+    text: str | None,
+    backend: str | None,
+    phase: api.TrialPhase,
+    reason: api.TrialReason,
+    words: str,
+) -> None:
+    outcome = results.classify_finished_trial(objective, exit_code=exit_code, result_text=text, backend_reason=backend)
+    assert (outcome.phase, outcome.reason) == (phase, reason)
+    assert words in outcome.message
+    assert len(outcome.message) <= 1024
+
+
+def test_success_carries_the_metrics() -> None:
+    outcome = results.classify_finished_trial(SINGLE, exit_code=0, result_text='{"accuracy": 0.9, "params": 7}')
+    assert dict(outcome.metrics) == {"accuracy": 0.9, "params": 7.0}
+
+
+def test_failed_exit_keeps_a_valid_partial_result_for_debugging() -> None:
+    outcome = results.classify_finished_trial(SINGLE, exit_code=2, result_text='{"accuracy": 0.4}')
+    assert dict(outcome.metrics) == {"accuracy": 0.4}
+
+
+def test_constraint_violation_is_still_a_success() -> None:
+    constrained = SINGLE.model_copy(update={"constraints": [api.Constraint(metric="params", max=100)]})
+    outcome = results.classify_finished_trial(constrained, exit_code=0, result_text='{"accuracy": 0.9, "params": 1e6}')
+    assert (outcome.phase, outcome.reason) == (C.SUCCEEDED, R.COMPLETED)
+
+
+def test_backend_message_is_used_when_given() -> None:
+    outcome = results.classify_finished_trial(
+        SINGLE,
+        exit_code=None,
+        result_text=None,
+        backend_reason="Unschedulable",
+        backend_message="0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+    )
+    assert outcome.message == "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+
+
+@pytest.mark.parametrize("reason", ["Completed", "EarlyStopped"])
+def test_non_backend_reason_is_a_programming_error(reason: str) -> None:
+    with pytest.raises(ValueError, match="backend_reason"):
+        results.classify_finished_trial(SINGLE, exit_code=0, result_text="", backend_reason=reason)
