@@ -1,0 +1,1 @@
+"""Helpers for benchmarks/search_efficiency.py: tables, baselines, kubenas runner, scoring."""

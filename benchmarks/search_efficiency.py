@@ -1,0 +1,148 @@
+"""Search efficiency on tabular benchmarks: kubenas's Suggester vs the usual baselines.
+
+    .venv/bin/python benchmarks/search_efficiency.py                   # the README table
+    .venv/bin/python benchmarks/search_efficiency.py --quick           # a smoke run
+    .venv/bin/python benchmarks/search_efficiency.py --table hpolib-parkinsons_telemonitoring
+
+kubenas rows run ``kubenas.search.Suggester`` (the operator's code path) with batch asks of
+``parallelTrials``; baselines run sequentially. Each evaluation returns one recorded training
+run at random; scores use the configuration's mean over its recorded runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from search import baselines, runner, scoring, tables  # noqa: E402
+
+from kubenas import algorithms  # noqa: E402
+
+CHECKPOINTS = (25, 50, 100, 200)
+
+
+@dataclass(frozen=True)
+class Method:
+    label: str
+    run: Callable[[tables.Table, int, Callable[[str], float], int], list[str]]
+    budget: int | None = None  # overrides the run's budget (GP is slow)
+    seeds: int | None = None
+
+
+def kubenas_method(algorithm: str, parallel: int, restart_every: int | None = None) -> Method:
+    label = f"kubenas {algorithm}, parallel {parallel}" + (f", rebuilt every {restart_every}" if restart_every else "")
+    return Method(
+        label,
+        lambda t, b, ev, s: runner.run_kubenas(t, algorithm, b, ev, s, parallel=parallel, restart_every=restart_every),
+    )
+
+
+BASELINES = {
+    "random": Method("random search", lambda t, b, ev, s: baselines.random_search(t, b, ev, np.random.default_rng(s))),
+    "evolution": Method(
+        "regularized evolution", lambda t, b, ev, s: baselines.regularized_evolution(t, b, ev, np.random.default_rng(s))
+    ),
+    "local": Method(
+        "local search (White et al. 2021)", lambda t, b, ev, s: baselines.local_search(t, b, ev, np.random.default_rng(s))
+    ),
+    "tpe": Method("Optuna TPE, multivariate", lambda t, b, ev, s: baselines.optuna_search(t, b, ev, s, "tpe")),
+    "gp": Method("Optuna GPSampler", lambda t, b, ev, s: baselines.optuna_search(t, b, ev, s, "gp"), 100, 10),
+}
+
+
+def run_method(
+    method: Method, table: tables.Table, budget: int, seeds: int
+) -> tuple[list[scoring.RunScore], float]:
+    budget = min(budget, method.budget or budget)
+    n = min(seeds, method.seeds or seeds)
+    scores = []
+    start = time.process_time()
+    for seed in range(n):
+        noise = np.random.default_rng([seed, zlib.crc32(table.name.encode())])
+        observed: list[float] = []
+
+        def evaluate(key: str, noise: np.random.Generator = noise, observed: list[float] = observed) -> float:
+            value = table.evaluate(key, noise)
+            observed.append(value)
+            return value
+
+        keys = method.run(table, budget, evaluate, seed)
+        scores.append(scoring.score_run(table, keys, observed, budget))
+    return scores, (time.process_time() - start) / max(n, 1)
+
+
+def fmt(value: float, digits: int) -> str:
+    if math.isnan(value):
+        return "—"
+    if math.isinf(value):
+        return "never"
+    return f"{value:.{digits}f}"
+
+
+def report(
+    table: tables.Table, methods: Sequence[Method], budget: int, seeds: int, out=sys.stdout
+) -> dict[str, dict[str, float]]:
+    checkpoints = [k for k in CHECKPOINTS if k <= budget]
+    digits = 2 if table.maximize else 4
+    print(
+        f"\n{table.name}: optimum {table.optimum:.{digits}f}, top 1% {table.top1:.{digits}f}, "
+        f"budget {budget}, {seeds} seeds (median)",
+        file=out,
+    )
+    head = ["algorithm", *[f"@{k}" for k in checkpoints], "evals to top 1%", "runs reaching it", "CPU s/run"]
+    print("| " + " | ".join(head) + " |", file=out)
+    print("|" + "---|" * len(head), file=out)
+    results = {}
+    for method in methods:
+        scores, cpu = run_method(method, table, budget, seeds)
+        summary = scoring.summarise(scores, checkpoints)
+        results[method.label] = summary
+        n = len(scores)
+        label = method.label + (f" ({n} runs, budget {method.budget})" if method.budget and method.budget < budget else "")
+        cells = [label, *[fmt(summary[f"@{k}"], digits) for k in checkpoints]]
+        cells += [fmt(summary["evals"], 0), f"{summary['found']:.0%}", f"{cpu:.1f}"]
+        print("| " + " | ".join(cells) + " |", file=out, flush=True)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", action="append", help="nb201-cifar10 (default), nb201-cifar100, nb201-imagenet, "
+                        "hpolib-<dataset>; repeatable")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--budget", type=int, default=200)
+    parser.add_argument("--algorithm", action="append", help=f"kubenas algorithm (default {algorithms.DEFAULT})")
+    parser.add_argument("--parallel", default="1,4,8", help="parallelTrials values for kubenas rows")
+    parser.add_argument("--baselines", default=",".join(BASELINES), help="comma list; '' for none")
+    parser.add_argument("--restart-every", type=int, help="also run kubenas rebuilt from history every n trials")
+    parser.add_argument("--quick", action="store_true", help="3 seeds, budget 50, no GP")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.budget = min(args.seeds, 3), min(args.budget, 50)
+        args.baselines = ",".join(b for b in args.baselines.split(",") if b != "gp")
+    methods = []
+    for algorithm in args.algorithm or [algorithms.DEFAULT]:
+        for p in (int(x) for x in args.parallel.split(",") if x):
+            methods.append(kubenas_method(algorithm, p))
+        if args.restart_every:
+            methods.append(kubenas_method(algorithm, 1, args.restart_every))
+    methods += [BASELINES[b] for b in args.baselines.split(",") if b]
+    print(f"Suggester: {runner.suggester_class().__module__}.{runner.suggester_class().__name__}")
+    return {
+        name: report(tables.load(name), methods, args.budget, args.seeds)
+        for name in args.table or ["nb201-cifar10"]
+    }
+
+
+if __name__ == "__main__":
+    main()
