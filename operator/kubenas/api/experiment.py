@@ -1,0 +1,289 @@
+"""The Experiment and Trial resources: spec rules across sections, status, metadata."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from kubenas.api.base import (
+    API_VERSION,
+    MAX_CONDITIONS,
+    MAX_CURVE_POINTS,
+    MAX_EXPERIMENT_NAME_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_PARAMETERS,
+    MAX_PARETO_FRONT,
+    NAME_PATTERN,
+    ExperimentPhase,
+    Model,
+    ParameterValue,
+    Rule,
+    RuleViolation,
+    TrialPhase,
+    TrialReason,
+    cel_rules,
+)
+from kubenas.api.spec import (
+    Algorithm,
+    Budget,
+    EarlyStopping,
+    Export,
+    Metrics,
+    Objective,
+    Parameter,
+    TrialTemplate,
+)
+
+UNIQUE_PARAMETER_NAMES = Rule(
+    "self.parameters.all(p, self.parameters.exists_one(q, q.name == p.name))",
+    "parameter names must be unique",
+    "parameters",
+    "FieldValueDuplicate",
+)
+WHEN_NAMES_A_PARAMETER = Rule(
+    "self.parameters.all(p, !has(p.when) || p.when.all(k, self.parameters.exists(q, q.name == k)))",
+    "when must name another parameter of this experiment",
+    "parameters",
+)
+STOPPING_METRIC_REPORTED = Rule(
+    "!has(self.earlyStopping) || !has(self.earlyStopping.metric)"
+    " || (has(self.objective.metric) && self.objective.metric == self.earlyStopping.metric)"
+    " || (has(self.objective.metrics) && self.objective.metrics.exists(m, m.name == self.earlyStopping.metric))"
+    " || (has(self.objective.additionalMetrics) && self.earlyStopping.metric in self.objective.additionalMetrics)",
+    "earlyStopping.metric must be an objective metric or one of objective.additionalMetrics",
+    "earlyStopping.metric",
+)
+PARAMETERS_IMMUTABLE = Rule(
+    "self.parameters == oldSelf.parameters",
+    "parameters are immutable after creation (create a new Experiment to change the search space)",
+    "parameters",
+    "FieldValueForbidden",
+)
+OBJECTIVE_IMMUTABLE = Rule(
+    "self.objective == oldSelf.objective",
+    "objective is immutable after creation (finished trials were judged by it)",
+    "objective",
+    "FieldValueForbidden",
+)
+# Transition rules need the stored object, so only the API server checks them.
+TRANSITION_RULES = (PARAMETERS_IMMUTABLE, OBJECTIVE_IMMUTABLE)
+
+
+class ExperimentSpec(Model):
+    """Desired state of an Experiment."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            UNIQUE_PARAMETER_NAMES, WHEN_NAMES_A_PARAMETER, STOPPING_METRIC_REPORTED, *TRANSITION_RULES
+        )
+    )
+
+    objective: Objective = Field(description="What the search optimises (immutable after creation).")
+    parameters: list[Parameter] = Field(
+        min_length=1, max_length=MAX_PARAMETERS, description="The search space (immutable after creation)."
+    )
+    algorithm: Algorithm = Field(default_factory=Algorithm, description="The search algorithm.")
+    budget: Budget = Field(default_factory=Budget, description="How much the experiment may spend.")
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping, description="Stopping unpromising trials.")
+    trial_template: TrialTemplate = Field(description="How each trial runs.")
+    metrics: Metrics = Field(default_factory=Metrics, description="Where intermediate metrics are read from.")
+    export: Export = Field(default_factory=Export, description="Where the best result goes.")
+    suspend: bool = Field(default=False, description="No new trials while true; running ones finish.")
+
+    @model_validator(mode="after")
+    def _check_cross_references(self) -> ExperimentSpec:
+        names = [p.name for p in self.parameters]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise UNIQUE_PARAMETER_NAMES.violation(f"parameters[{i}].name")
+        for i, param in enumerate(self.parameters):
+            for key, values in (param.when or {}).items():
+                other = self.parameter(key)
+                if other is None:
+                    raise WHEN_NAMES_A_PARAMETER.violation(f"parameters[{i}].when.{key}")
+                for j, value in enumerate(values):
+                    if not other.can_take(value):
+                        raise RuleViolation(
+                            f"parameters[{i}].when.{key}[{j}]", f"when lists {value!r}, a value {key} cannot take"
+                        )
+        metric = self.early_stopping.metric
+        reported = [m.name for m in self.objective.objective_metrics()] + self.objective.additional_metrics
+        if metric is not None and metric not in reported:
+            raise STOPPING_METRIC_REPORTED.violation()
+        return self
+
+    def parameter(self, name: str) -> Parameter | None:
+        return next((p for p in self.parameters if p.name == name), None)
+
+
+# --------------------------------------------------------------------------- status
+
+
+class Condition(Model):
+    """A standard Kubernetes condition."""
+
+    type: str = Field(max_length=64)
+    status: str = Field(pattern=r"^(True|False|Unknown)$")
+    reason: str = Field(default="", max_length=64)
+    message: str = Field(default="", max_length=1024)
+    last_transition_time: datetime | None = None
+    observed_generation: int | None = None
+
+
+class TrialCounts(Model):
+    """How many trials are in each phase."""
+
+    total: int = 0
+    pending: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    early_stopped: int = 0
+    stopped: int = 0
+
+
+class TrialSummary(Model):
+    """A trial as it appears in Experiment status (best trial, Pareto front)."""
+
+    name: str
+    parameters: dict[str, ParameterValue] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    value: float | None = Field(default=None, description="Objective value (single or weighted).")
+
+
+class ExportStatus(Model):
+    """What the export wrote."""
+
+    config_map: str | None = None
+    artifact: str | None = None
+
+
+class ExperimentStatus(Model):
+    """Observed state of an Experiment; small whatever the trial count."""
+
+    phase: ExperimentPhase = ExperimentPhase.PENDING
+    reason: str | None = Field(default=None, max_length=64)
+    message: str | None = Field(default=None, max_length=1024)
+    conditions: list[Condition] = Field(default_factory=list, max_length=MAX_CONDITIONS)
+    observed_generation: int | None = None
+    trials: TrialCounts = Field(default_factory=TrialCounts)
+    progress: str | None = Field(default=None, description="Finished/maxTrials, e.g. 7/20.")
+    best_trial: TrialSummary | None = None
+    best_value: float | None = None
+    pareto_front: list[TrialSummary] = Field(default_factory=list, max_length=MAX_PARETO_FRONT)
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    export: ExportStatus | None = None
+
+
+class ObjectMeta(BaseModel):
+    """The subset of metadata kubenas reads; everything else is kept as is."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, alias_generator=to_camel)
+
+    name: str = Field(max_length=253)
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    resource_version: str | None = None
+    creation_timestamp: datetime | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+EXPERIMENT_NAME_LENGTH = Rule(
+    f"!has(self.metadata.name) || size(self.metadata.name) <= {MAX_EXPERIMENT_NAME_LENGTH}",
+    f"experiment name must be at most {MAX_EXPERIMENT_NAME_LENGTH} characters "
+    "(trial names <experiment>-<n> must stay within 63)",
+    "metadata.name",
+    "FieldValueTooLong",
+)
+EXPERIMENT_NAME_FORMAT = Rule(
+    f"!has(self.metadata.name) || self.metadata.name.matches('{NAME_PATTERN}')",
+    "experiment name must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending "
+    "with a letter or digit",
+    "metadata.name",
+)
+
+
+class Experiment(Model):
+    """An Experiment: a search over a space of trials."""
+
+    model_config = ConfigDict(json_schema_extra=cel_rules(EXPERIMENT_NAME_LENGTH, EXPERIMENT_NAME_FORMAT))
+
+    api_version: str = Field(default=API_VERSION, pattern=rf"^{re.escape(API_VERSION)}$")
+    kind: str = Field(default="Experiment", pattern=r"^Experiment$")
+    metadata: ObjectMeta
+    spec: ExperimentSpec
+    status: ExperimentStatus | None = None
+
+    @model_validator(mode="after")
+    def _check_name(self) -> Experiment:
+        if len(self.metadata.name) > MAX_EXPERIMENT_NAME_LENGTH:
+            raise EXPERIMENT_NAME_LENGTH.violation()
+        if not re.fullmatch(NAME_PATTERN, self.metadata.name):
+            raise EXPERIMENT_NAME_FORMAT.violation()
+        return self
+
+
+class CurvePoint(Model):
+    """One intermediate value of the early-stopping metric."""
+
+    step: int
+    value: float
+
+
+class TrialSpec(Model):
+    """Desired state of a Trial: one configuration to evaluate."""
+
+    experiment: str = Field(max_length=MAX_NAME_LENGTH, description="Owning Experiment.")
+    index: int = Field(ge=0, description="Trial number n in the name <experiment>-<n>.")
+    parameters: dict[str, ParameterValue] = Field(
+        max_length=MAX_PARAMETERS, description="The configuration (active parameters only)."
+    )
+
+
+class TrialStatus(Model):
+    """Observed state of a Trial: phase, final metrics, a bounded learning curve."""
+
+    phase: TrialPhase = TrialPhase.PENDING
+    reason: TrialReason | None = None
+    message: str | None = Field(default=None, max_length=1024)
+    metrics: dict[str, float] = Field(default_factory=dict, description="Final metrics.")
+    curve: list[CurvePoint] = Field(
+        default_factory=list,
+        max_length=MAX_CURVE_POINTS,
+        description="Intermediate values of the early-stopping metric by step.",
+    )
+    step: int | None = Field(default=None, description="Last step reported.")
+    exit_code: int | None = None
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list, max_length=MAX_CONDITIONS)
+
+
+class Trial(Model):
+    """A Trial: one configuration, run as one Job."""
+
+    api_version: str = Field(default=API_VERSION, pattern=rf"^{re.escape(API_VERSION)}$")
+    kind: str = Field(default="Trial", pattern=r"^Trial$")
+    metadata: ObjectMeta
+    spec: TrialSpec
+    status: TrialStatus = Field(default_factory=TrialStatus)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def phase(self) -> TrialPhase:
+        return self.status.phase
+
+
+def trial_name(experiment: str, index: int) -> str:
+    """The deterministic name of trial ``index`` of ``experiment``."""
+    return f"{experiment}-{index}"
