@@ -1,0 +1,1 @@
+"""The local backend: ``kubenas run`` and ``kubenas report``, with no cluster."""

@@ -1,0 +1,250 @@
+"""What ``kubenas run`` shows while it works.
+
+On a terminal: a rich live view (progress bar with ETA, the running trials with their
+parameters, step and current metric, and the best trial so far). Anywhere else (CI logs,
+pipes, files): plain, timestamped lines, one per event, with no control characters.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Protocol
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kubenas import api
+
+PLAIN_PROGRESS_EVERY = 30.0
+MAX_PARAMETERS_SHOWN = 120
+
+
+@dataclass
+class RunningTrial:
+    """A running trial as shown: its parameters and what its last scrape said."""
+
+    name: str
+    parameters: Mapping[str, api.ParameterValue]
+    started: float
+    step: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Snapshot:
+    """Everything the view shows at one instant."""
+
+    experiment: str
+    metric: str
+    finished: int
+    total: int
+    running: Sequence[RunningTrial]
+    best: api.TrialSummary | None
+    pareto_size: int
+    failed: int
+
+
+class View(Protocol):
+    def start(self, experiment: str, total: int, resumed: int) -> None: ...
+    def trial_started(self, name: str, parameters: Mapping[str, api.ParameterValue]) -> None: ...
+    def trial_finished(self, trial: api.Trial, value: float | None, snapshot: Snapshot) -> None: ...
+    def update(self, snapshot: Snapshot) -> None: ...
+    def message(self, text: str) -> None: ...
+    def stop(self) -> None: ...
+
+
+def format_parameters(parameters: Mapping[str, api.ParameterValue], limit: int = MAX_PARAMETERS_SHOWN) -> str:
+    """``k=v`` pairs, floats to 4 significant digits, cut to ``limit`` characters."""
+    parts = []
+    for key, value in parameters.items():
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        parts.append(f"{key}={shown}")
+    text = " ".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def format_value(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class _Eta:
+    """Remaining time from the pace of this session's finished trials (resumed ones do not count)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.done_here = 0
+
+    def text(self, finished: int, total: int) -> str:
+        if finished >= total:
+            return "0:00"
+        if self.done_here == 0:
+            return "?"
+        per_trial = (time.monotonic() - self.started) / self.done_here
+        return format_duration(per_trial * (total - finished))
+
+
+def _outcome(trial: api.Trial, value: float | None) -> str:
+    status = trial.status
+    if status.phase == api.TrialPhase.SUCCEEDED:
+        return f"value={format_value(value)}"
+    detail = str(status.reason) if status.reason else ""
+    if status.message:
+        detail = f"{detail}: {status.message}" if detail else status.message
+    return detail
+
+
+def _best_text(snapshot: Snapshot) -> str:
+    if snapshot.best is None:
+        return "none yet"
+    text = f"{snapshot.best.name} {snapshot.metric}={format_value(snapshot.best.value)}"
+    return text + (f" (Pareto front: {snapshot.pareto_size})" if snapshot.pareto_size else "")
+
+
+class PlainView:
+    """One line per event, for logs and pipes.
+
+    Args:
+        stream: where lines go (default stdout).
+    """
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.eta = _Eta()
+        self._last_progress = time.monotonic()
+
+    def _line(self, text: str) -> None:
+        elapsed = format_duration(time.monotonic() - self.eta.started)
+        self.stream.write(f"[{elapsed}] {text}\n")
+        self.stream.flush()
+
+    def start(self, experiment: str, total: int, resumed: int) -> None:
+        more = f", resuming with {resumed} finished" if resumed else ""
+        self._line(f"experiment {experiment}: {total} trials{more}")
+
+    def trial_started(self, name: str, parameters: Mapping[str, api.ParameterValue]) -> None:
+        self._line(f"{name} started: {format_parameters(parameters)}")
+
+    def trial_finished(self, trial: api.Trial, value: float | None, snapshot: Snapshot) -> None:
+        self.eta.done_here += 1
+        self._line(
+            f"{trial.name} {trial.status.phase}: {_outcome(trial, value)} | "
+            f"{snapshot.finished}/{snapshot.total} done, best {_best_text(snapshot)}"
+        )
+
+    def update(self, snapshot: Snapshot) -> None:
+        if time.monotonic() - self._last_progress < PLAIN_PROGRESS_EVERY:
+            return
+        self._last_progress = time.monotonic()
+        running = ", ".join(f"{t.name}@{t.step if t.step is not None else '-'}" for t in snapshot.running) or "none"
+        self._line(
+            f"progress {snapshot.finished}/{snapshot.total}, running: {running}, "
+            f"ETA {self.eta.text(snapshot.finished, snapshot.total)}"
+        )
+
+    def message(self, text: str) -> None:
+        self._line(text)
+
+    def stop(self) -> None:
+        self.stream.flush()
+
+
+class RichView:
+    """The live terminal view.
+
+    Args:
+        console: the rich console to draw on (a terminal).
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.eta = _Eta()
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("trials"),
+            TimeElapsedColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
+            console=console,
+        )
+        self.task = self.progress.add_task("", total=1, eta="?")
+        self.live = Live(console=console, refresh_per_second=4, transient=False)
+        self._snapshot: Snapshot | None = None
+
+    def start(self, experiment: str, total: int, resumed: int) -> None:
+        self.progress.update(self.task, description=experiment, total=total, completed=resumed)
+        self.live.start()
+        if resumed:
+            self.console.print(f"resuming {experiment}: {resumed} trials already finished")
+
+    def trial_started(self, name: str, parameters: Mapping[str, api.ParameterValue]) -> None:
+        self.console.print(f"[cyan]{name}[/] started  [dim]{format_parameters(parameters)}[/]", highlight=False)
+
+    def trial_finished(self, trial: api.Trial, value: float | None, snapshot: Snapshot) -> None:
+        self.eta.done_here += 1
+        colour = "green" if trial.status.phase == api.TrialPhase.SUCCEEDED else "yellow"
+        if trial.status.phase == api.TrialPhase.FAILED:
+            colour = "red"
+        self.console.print(
+            f"[{colour}]{trial.name} {trial.status.phase}[/]  {_outcome(trial, value)}", highlight=False, markup=True
+        )
+        self.update(snapshot)
+
+    def update(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        self.progress.update(
+            self.task,
+            completed=snapshot.finished,
+            total=snapshot.total,
+            eta=self.eta.text(snapshot.finished, snapshot.total),
+        )
+        self.live.update(self._render(snapshot))
+
+    def _render(self, snapshot: Snapshot) -> Group:
+        table = Table(expand=True, title=None, show_edge=False)
+        table.add_column("running trial", no_wrap=True)
+        table.add_column("parameters", ratio=1, overflow="fold")
+        table.add_column("step", justify="right")
+        table.add_column(snapshot.metric, justify="right")
+        table.add_column("time", justify="right")
+        now = time.monotonic()
+        for trial in snapshot.running:
+            table.add_row(
+                trial.name,
+                format_parameters(trial.parameters, limit=400),
+                "-" if trial.step is None else str(trial.step),
+                format_value(trial.metrics.get(snapshot.metric)),
+                format_duration(now - trial.started),
+            )
+        best = Panel(_best_text(snapshot), title="best so far", title_align="left", expand=True)
+        failed = f"  [red]{snapshot.failed} failed[/]" if snapshot.failed else ""
+        return Group(self.progress, table, best, failed) if failed else Group(self.progress, table, best)
+
+    def message(self, text: str) -> None:
+        self.console.print(text, highlight=False, markup=False)
+
+    def stop(self) -> None:
+        if self._snapshot is not None:
+            self.live.update(self._render(self._snapshot))
+        self.live.stop()
+
+
+def make_view(stream: IO[str] | None = None) -> View:
+    """The rich view on a terminal, plain lines otherwise."""
+    stream = stream or sys.stdout
+    if stream.isatty():
+        return RichView(Console(file=stream))
+    return PlainView(stream)

@@ -1,0 +1,409 @@
+"""The report of a local run: ``report.html`` and its PNGs, built from the results directory alone.
+
+``kubenas run`` writes it when it stops; ``kubenas report DIR`` rebuilds it (e.g. after
+copying a run elsewhere, or while a run is still going). Charts:
+
+- ``best_so_far.png``: the objective of each trial in the order trials finished, and the
+  best so far (one panel per objective metric for a multi-objective run);
+- ``parameters.png``: the objective against each parameter, the best trial marked;
+- ``curves.png``: learning curves, with early-stopped trials set apart;
+- ``pareto.png`` (several objective metrics): every trial in the plane of the first two,
+  the Pareto front joined up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import math
+import random
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from kubenas import api, objective
+from kubenas.local.results import RunDirectory
+
+REPORT_HTML = "report.html"
+BEST_SO_FAR_PNG = "best_so_far.png"
+PARAMETERS_PNG = "parameters.png"
+CURVES_PNG = "curves.png"
+PARETO_PNG = "pareto.png"
+MAX_TABLE_ROWS = 1000
+
+_PHASE_COLOURS = {
+    api.TrialPhase.SUCCEEDED: "tab:blue",
+    api.TrialPhase.EARLY_STOPPED: "tab:orange",
+    api.TrialPhase.FAILED: "tab:red",
+    api.TrialPhase.STOPPED: "tab:gray",
+}
+
+
+class ReportError(ValueError):
+    """The directory is not a kubenas run directory."""
+
+
+def load_run(root: Path) -> tuple[api.Experiment, list[api.Trial], api.ExperimentStatus | None]:
+    """The experiment, trials and status recorded in a results directory.
+
+    Raises:
+        ReportError: no readable experiment.yaml there.
+    """
+    run_dir = RunDirectory(root)
+    text = run_dir.manifest_text()
+    if text is None:
+        raise ReportError(f"{root} is not a kubenas run directory (no experiment.yaml)")
+    try:
+        document = next(d for d in yaml.safe_load_all(text) if isinstance(d, dict) and d.get("kind") == "Experiment")
+        experiment = api.Experiment.model_validate(document)
+    except (StopIteration, yaml.YAMLError, ValueError) as exc:
+        raise ReportError(f"{root}/experiment.yaml is not a readable Experiment: {exc}") from None
+    return experiment, run_dir.load_trials(), run_dir.load_status()
+
+
+def build(root: Path) -> Path:
+    """Draw the charts and write ``report.html`` in ``root``; returns the HTML's path."""
+    experiment, trials, status = load_run(root)
+    spec = experiment.spec
+    finished = sorted(
+        (t for t in trials if t.phase.is_finished),
+        key=lambda t: (t.status.completion_time or datetime.max.replace(tzinfo=UTC), t.spec.index),
+    )
+    charts = [
+        (BEST_SO_FAR_PNG, "Best so far", draw_best_so_far(spec, finished)),
+        (PARAMETERS_PNG, "Objective against each parameter", draw_parameters(spec, finished)),
+        (CURVES_PNG, "Learning curves", draw_curves(spec, finished)),
+    ]
+    if spec.objective.is_multi:
+        charts.append((PARETO_PNG, "Pareto front", draw_pareto(spec, finished)))
+    shown = []
+    for filename, title, figure in charts:
+        if figure is None:
+            (root / filename).unlink(missing_ok=True)
+            continue
+        figure.savefig(root / filename, dpi=110)
+        shown.append((filename, title))
+    best = RunDirectory(root).best()
+    page = render_html(experiment, finished, len(trials), status, best, shown)
+    path = root / REPORT_HTML
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------- values
+
+
+def _value(spec: api.ExperimentSpec, trial: api.Trial) -> float | None:
+    if trial.phase != api.TrialPhase.SUCCEEDED:
+        return None
+    return objective.scalar_value(spec.objective, trial.status.metrics)
+
+
+def _feasible(spec: api.ExperimentSpec, trial: api.Trial) -> bool:
+    return objective.is_feasible(spec.objective, trial.status.metrics)
+
+
+def _is_max(goal: api.Goal) -> bool:
+    return goal == api.Goal.MAXIMIZE
+
+
+def _series(spec: api.ExperimentSpec) -> list[tuple[str, api.Goal]]:
+    """What the charts plot on their value axis: the scalar objective, or each metric of a Pareto objective."""
+    obj = spec.objective
+    if obj.is_multi and obj.is_pareto:
+        return [(m.name, m.goal) for m in obj.objective_metrics()]
+    if obj.is_multi:
+        return [("weighted objective", api.Goal.MAXIMIZE)]
+    metric = obj.objective_metrics()[0]
+    return [(metric.name, metric.goal)]
+
+
+def _series_value(spec: api.ExperimentSpec, trial: api.Trial, name: str) -> float | None:
+    if trial.phase != api.TrialPhase.SUCCEEDED:
+        return None
+    if spec.objective.is_pareto:
+        value = trial.status.metrics.get(name)
+        return value if value is not None and math.isfinite(value) else None
+    return _value(spec, trial)
+
+
+# ---------------------------------------------------------------------- charts
+
+
+def draw_best_so_far(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Figure | None:
+    """Each finished trial's objective in finishing order, and the running best."""
+    series = _series(spec)
+    if not trials:
+        return None
+    figure = Figure(figsize=(8, 3.6 * len(series)), layout="constrained")
+    axes = figure.subplots(len(series), 1, squeeze=False)[:, 0]
+    for ax, (name, goal) in zip(axes, series, strict=True):
+        xs, ys, colours, best_x, best_y = [], [], [], [], []
+        best: float | None = None
+        for position, trial in enumerate(trials, start=1):
+            value = _series_value(spec, trial, name)
+            if value is not None and _feasible(spec, trial):
+                xs.append(position)
+                ys.append(value)
+                colours.append("tab:blue")
+                if best is None or (value > best if _is_max(goal) else value < best):
+                    best = value
+            elif value is not None:
+                xs.append(position)
+                ys.append(value)
+                colours.append("lightgray")
+            if best is not None:
+                best_x.append(position)
+                best_y.append(best)
+        ax.scatter(xs, ys, c=colours, s=22, zorder=3, label="trial (grey: infeasible)")
+        if best_x:
+            ax.step(best_x, best_y, where="post", color="tab:green", linewidth=2, label="best so far")
+        unsuccessful = [i for i, t in enumerate(trials, start=1) if t.phase != api.TrialPhase.SUCCEEDED]
+        for position in unsuccessful:
+            phase = trials[position - 1].phase
+            ax.axvline(position, color=_PHASE_COLOURS.get(phase, "gray"), alpha=0.25, linewidth=3)
+        if unsuccessful:
+            ax.plot([], [], color="tab:orange", alpha=0.4, linewidth=3, label="early-stopped / failed (red)")
+        ax.set_xlabel("trials finished")
+        ax.set_ylabel(name)
+        ax.set_xlim(0.5, len(trials) + 0.5)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right" if _is_max(goal) else "upper right", fontsize=8)
+        ax.set_title(f"{name} ({goal}) by trial", fontsize=10)
+    return figure
+
+
+def draw_parameters(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Figure | None:
+    """The objective against each parameter (categorical values jittered), the best trial starred."""
+    name, goal = _series(spec)[0]
+    points = [(t, v) for t in trials if (v := _series_value(spec, t, name)) is not None]
+    if not points:
+        return None
+    parameters = spec.parameters
+    columns = min(3, len(parameters))
+    rows = math.ceil(len(parameters) / columns)
+    figure = Figure(figsize=(4.2 * columns, 3.2 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    best_trial, _ = (max if _is_max(goal) else min)(points, key=lambda p: p[1])
+    jitter = random.Random(0)
+    for ax, parameter in zip(axes, parameters, strict=False):
+        have = [(t.spec.parameters[parameter.name], v, t) for t, v in points if parameter.name in t.spec.parameters]
+        categorical = parameter.type == api.ParameterType.CATEGORICAL
+        if categorical:
+            labels = [str(v) for v in parameter.values or []]
+            position = {label: i for i, label in enumerate(labels)}
+            xs = [position.get(str(x), len(labels)) + jitter.uniform(-0.15, 0.15) for x, _, _ in have]
+            ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0, fontsize=8)
+            ax.set_xlim(-0.5, len(labels) - 0.5)
+        else:
+            xs = [float(x) for x, _, _ in have]
+            if parameter.scale == api.Scale.LOG:
+                ax.set_xscale("log")
+        ys = [v for _, v, _ in have]
+        colours = ["tab:blue" if _feasible(spec, t) else "lightgray" for _, _, t in have]
+        ax.scatter(xs, ys, c=colours, s=20, alpha=0.8)
+        for x, y, (_, _, trial) in zip(xs, ys, have, strict=True):
+            if trial.name == best_trial.name:
+                ax.scatter([x], [y], marker="*", s=180, color="tab:red", zorder=4, label="best")
+                ax.legend(fontsize=8, loc="best")
+        ax.set_xlabel(parameter.name)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        if not have:
+            ax.text(0.5, 0.5, "never active", transform=ax.transAxes, ha="center", color="gray")
+    for ax in axes[len(parameters) :]:
+        ax.set_visible(False)
+    return figure
+
+
+def draw_curves(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Figure | None:
+    """Intermediate values by step; early-stopped trials dashed in orange."""
+    with_curves = [t for t in trials if t.status.curve]
+    if not with_curves:
+        return None
+    metric = spec.early_stopping.metric or spec.objective.objective_metrics()[0].name
+    figure = Figure(figsize=(8, 4), layout="constrained")
+    ax: Axes = figure.subplots()
+    labelled: set[api.TrialPhase] = set()
+    for trial in with_curves:
+        steps = [p.step for p in trial.status.curve]
+        values = [p.value for p in trial.status.curve]
+        phase = trial.phase
+        style = "--" if phase == api.TrialPhase.EARLY_STOPPED else "-"
+        label = None if phase in labelled else str(phase)
+        labelled.add(phase)
+        ax.plot(steps, values, style, marker=".", color=_PHASE_COLOURS.get(phase, "gray"), alpha=0.7, label=label)
+    ax.set_xlabel("step (epoch)")
+    ax.set_ylabel(metric)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{metric} during training ({len(with_curves)} trials)", fontsize=10)
+    return figure
+
+
+def draw_pareto(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Figure | None:
+    """Succeeded trials in the plane of the first two objective metrics; the front joined up."""
+    metrics = spec.objective.objective_metrics()[:2]
+    if len(metrics) < 2:
+        return None
+    (mx, gx), (my, gy) = ((m.name, m.goal) for m in metrics)
+    done = [
+        t for t in trials if t.phase == api.TrialPhase.SUCCEEDED and mx in t.status.metrics and my in t.status.metrics
+    ]
+    if not done:
+        return None
+    front = {t.name for t in objective.pareto_front(spec.objective, list(done))}
+    figure = Figure(figsize=(7, 5), layout="constrained")
+    ax: Axes = figure.subplots()
+    feasible = [t for t in done if _feasible(spec, t) and t.name not in front]
+    infeasible = [t for t in done if not _feasible(spec, t)]
+    on_front = sorted((t for t in done if t.name in front), key=lambda t: t.status.metrics[mx])
+    ax.scatter(
+        [t.status.metrics[mx] for t in feasible],
+        [t.status.metrics[my] for t in feasible],
+        s=22,
+        color="tab:blue",
+        alpha=0.6,
+        label="trial",
+    )
+    if infeasible:
+        ax.scatter(
+            [t.status.metrics[mx] for t in infeasible],
+            [t.status.metrics[my] for t in infeasible],
+            s=22,
+            color="lightgray",
+            marker="x",
+            label="violates a constraint",
+        )
+    if on_front:
+        ax.plot(
+            [t.status.metrics[mx] for t in on_front],
+            [t.status.metrics[my] for t in on_front],
+            "-o",
+            color="tab:red",
+            markersize=6,
+            label=f"Pareto front ({len(on_front)})",
+            zorder=4,
+        )
+    ax.set_xlabel(f"{mx} ({'higher' if _is_max(gx) else 'lower'} is better)")
+    ax.set_ylabel(f"{my} ({'higher' if _is_max(gy) else 'lower'} is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return figure
+
+
+# ---------------------------------------------------------------------- HTML
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { margin-bottom: 0.2em; } .muted { color: #666; }
+table { border-collapse: collapse; font-size: 0.85em; width: 100%; }
+th, td { border-bottom: 1px solid #ddd; padding: 4px 6px; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.Succeeded { color: #1a7f37; } .Failed { color: #cf222e; } .EarlyStopped { color: #bc4c00; }
+.best { background: #fff8c5; } img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; }
+"""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return html.escape(str(value))
+
+
+def _pairs(values: dict[str, Any]) -> str:
+    return ", ".join(f"{html.escape(k)}={_fmt(v)}" for k, v in values.items())
+
+
+def render_html(
+    experiment: api.Experiment,
+    finished: Sequence[api.Trial],
+    total_trials: int,
+    status: api.ExperimentStatus | None,
+    best: dict[str, Any] | None,
+    charts: Sequence[tuple[str, str]],
+) -> str:
+    """The report page (self-contained apart from the PNGs next to it)."""
+    spec = experiment.spec
+    name = html.escape(experiment.metadata.name)
+    counts: dict[str, int] = {}
+    for trial in finished:
+        counts[str(trial.phase)] = counts.get(str(trial.phase), 0) + 1
+    phase = f"{status.phase}" + (f" ({status.reason})" if status and status.reason else "") if status else "unknown"
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>kubenas: {name}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{name}</h1>",
+        f"<p class='muted'>phase {html.escape(phase)} · {len(finished)} of {spec.budget.max_trials} trials finished"
+        f" ({html.escape(', '.join(f'{v} {k}' for k, v in sorted(counts.items())) or 'none')})"
+        f" · {total_trials - len(finished)} not finished · generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC}</p>",
+    ]
+    if status and status.message:
+        parts.append(f"<p>{html.escape(status.message)}</p>")
+    parts.append("<h2>Best trial</h2>")
+    if best:
+        parts.append(
+            f"<p><b>{html.escape(str(best.get('trial')))}</b> · objective value {_fmt(best.get('value'))}</p>"
+            f"<p>metrics: {_pairs(best.get('metrics') or {})}</p>"
+            f"<p>parameters: {_pairs(best.get('parameters') or {})}</p>"
+        )
+        if best.get("architecture") is not None:
+            text = json.dumps(best["architecture"], indent=2)
+            parts.append(f"<details><summary>architecture</summary><pre>{html.escape(text)}</pre></details>")
+    else:
+        parts.append("<p>No successful trial yet.</p>")
+    for filename, title in charts:
+        parts.append(f"<h2>{html.escape(title)}</h2><img src='{filename}' alt='{html.escape(title)}'>")
+    parts.append(_trials_table(spec, finished, best))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _trials_table(spec: api.ExperimentSpec, trials: Sequence[api.Trial], best: dict[str, Any] | None) -> str:
+    best_name = best.get("trial") if best else None
+    rows = [
+        "<h2>Trials</h2><table><tr><th>trial</th><th>phase</th><th>objective</th><th>metrics</th>"
+        "<th>parameters</th><th>steps</th><th>time (s)</th><th>reason</th></tr>"
+    ]
+    ordered = sorted(trials, key=lambda t: t.spec.index)
+    for trial in ordered[:MAX_TABLE_ROWS]:
+        status = trial.status
+        seconds = ""
+        if status.start_time and status.completion_time:
+            seconds = f"{(status.completion_time - status.start_time).total_seconds():.1f}"
+        reason = (
+            "" if status.reason in (None, api.TrialReason.COMPLETED) else f"{status.reason}: {status.message or ''}"
+        )
+        css = " class='best'" if trial.name == best_name else ""
+        rows.append(
+            f"<tr{css}><td>{html.escape(trial.name)}</td><td class='{status.phase}'>{status.phase}</td>"
+            f"<td class='num'>{_fmt(_value(spec, trial)) if _value(spec, trial) is not None else ''}</td>"
+            f"<td>{_pairs(status.metrics)}</td><td>{_pairs(trial.spec.parameters)}</td>"
+            f"<td class='num'>{'' if status.step is None else status.step}</td><td class='num'>{seconds}</td>"
+            f"<td>{html.escape(reason)}</td></tr>"
+        )
+    rows.append("</table>")
+    if len(ordered) > MAX_TABLE_ROWS:
+        rows.append(f"<p class='muted'>{len(ordered) - MAX_TABLE_ROWS} more trials in trials.jsonl</p>")
+    return "\n".join(rows)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``kubenas report DIR``."""
+    try:
+        path = build(Path(args.dir))
+    except ReportError as exc:
+        print(f"kubenas report: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0

@@ -1,0 +1,263 @@
+"""The results directory of a local run (``runs/<experiment>/``): the run's whole durable state.
+
+```
+experiment.yaml        the manifest as run
+run.json               the run's identity (uid) and the experiment status, rewritten as it changes
+trials/<name>/         trial.json (the Trial object), parameters.json, log.txt, termination-log, output/
+trials.jsonl           one line per finished trial, appended and fsync'd as it ends
+processes.json         pid, process group and start time of every live trial process
+best.json              best trial (parameters, metrics, architecture); best/ holds its artifacts
+report.html, *.png     the report (``kubenas report DIR`` rebuilds it)
+```
+
+The Trial objects are the record a resumed run rebuilds everything from (the Suggester
+replays them); every write is atomic (temporary file, fsync, rename), so ``kill -9`` at
+any instant leaves either the old or the new version of a file, never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kubenas import api
+from kubenas.local.processes import ProcessRegistry
+
+TRIALS_JSONL = "trials.jsonl"
+BEST_JSON = "best.json"
+BEST_DIR = "best"
+ARCHITECTURE_FILE = "architecture.json"
+
+
+class RunLockedError(RuntimeError):
+    """Another ``kubenas run`` is using this results directory."""
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a reader (or a crash) sees all of it or none of it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_atomically(path, (json.dumps(value, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    """The JSON in ``path``, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+class RunDirectory:
+    """One experiment's results directory.
+
+    Args:
+        root: the directory, e.g. ``runs/digits-nas``.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.trials_dir = root / "trials"
+        self.processes = ProcessRegistry(root / "processes.json")
+        self._lock_handle: Any = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def exists(self) -> bool:
+        return (self.root / "run.json").exists() or self.trials_dir.exists()
+
+    def create(self) -> None:
+        self.trials_dir.mkdir(parents=True, exist_ok=True)
+
+    def lock(self) -> None:
+        """Take the directory for this process; released by the OS even on ``kill -9``.
+
+        Raises:
+            RunLockedError: another runner holds it.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = open(self.root / ".lock", "a+")  # noqa: SIM115 - held open for the run's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise RunLockedError(f"{self.root} is in use by another `kubenas run`") from None
+        self._lock_handle = handle
+
+    def unlock(self) -> None:
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    # ----------------------------------------------------------------- run
+
+    def save_manifest(self, text: str) -> None:
+        write_atomically(self.root / "experiment.yaml", text.encode())
+
+    def manifest_text(self) -> str | None:
+        with contextlib.suppress(OSError):
+            return (self.root / "experiment.yaml").read_text(encoding="utf-8")
+        return None
+
+    def run_info(self) -> dict[str, Any]:
+        info = read_json(self.root / "run.json")
+        return info if isinstance(info, dict) else {}
+
+    def uid(self) -> str:
+        """The run's stable uid (the Experiment's metadata.uid), created on first use."""
+        info = self.run_info()
+        if not isinstance(info.get("uid"), str):
+            info["uid"] = str(uuid.uuid4())
+            write_json(self.root / "run.json", info)
+        return str(info["uid"])
+
+    def load_status(self) -> api.ExperimentStatus | None:
+        raw = self.run_info().get("status")
+        if not isinstance(raw, dict):
+            return None
+        try:
+            return api.ExperimentStatus.model_validate(raw)
+        except ValueError:
+            return None
+
+    def save_status(self, status: api.ExperimentStatus) -> None:
+        info = self.run_info()
+        info["status"] = status.to_wire()
+        write_json(self.root / "run.json", info)
+
+    # ----------------------------------------------------------------- trials
+
+    def trial_dir(self, name: str) -> Path:
+        return self.trials_dir / name
+
+    def termination_log(self, name: str) -> Path:
+        return self.trial_dir(name) / "termination-log"
+
+    def log_path(self, name: str) -> Path:
+        return self.trial_dir(name) / "log.txt"
+
+    def output_dir(self, name: str) -> Path:
+        return self.trial_dir(name) / "output"
+
+    def parameters_file(self, name: str) -> Path:
+        return self.trial_dir(name) / "parameters.json"
+
+    def save_trial(self, trial: api.Trial) -> None:
+        directory = self.trial_dir(trial.name)
+        directory.mkdir(parents=True, exist_ok=True)
+        write_json(directory / "trial.json", trial.to_wire())
+
+    def load_trials(self) -> list[api.Trial]:
+        """Every Trial of the run, by index (a trial directory without a readable trial.json is skipped)."""
+        trials = []
+        if self.trials_dir.is_dir():
+            for path in self.trials_dir.glob("*/trial.json"):
+                raw = read_json(path)
+                if raw is None:
+                    continue
+                with contextlib.suppress(ValueError):
+                    trials.append(api.Trial.model_validate(raw))
+        return sorted(trials, key=lambda t: t.spec.index)
+
+    def reset_trial_files(self, name: str) -> None:
+        """Forget a previous attempt's result and log, so a rerun is judged on its own output."""
+        self.termination_log(name).unlink(missing_ok=True)
+        shutil.rmtree(self.output_dir(name), ignore_errors=True)
+        log = self.log_path(name)
+        if log.exists():
+            os.replace(log, log.with_suffix(".previous.txt"))
+
+    # ----------------------------------------------------------------- trials.jsonl
+
+    def append_finished(self, record: Mapping[str, Any]) -> None:
+        """Append one finished trial to trials.jsonl and fsync: once this returns, the result survives a crash."""
+        line = (json.dumps(record, sort_keys=False, separators=(",", ":")) + "\n").encode()
+        fd = os.open(self.root / TRIALS_JSONL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def finished_records(self) -> list[dict[str, Any]]:
+        """The lines of trials.jsonl (a torn last line, from a crash mid-write, is dropped and repaired)."""
+        path = self.root / TRIALS_JSONL
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return []
+        if data and not data.endswith(b"\n"):
+            data = data[: data.rfind(b"\n") + 1]
+            write_atomically(path, data)
+        records = []
+        for line in data.splitlines():
+            with contextlib.suppress(ValueError):
+                value = json.loads(line)
+                if isinstance(value, dict):
+                    records.append(value)
+        return records
+
+    # ----------------------------------------------------------------- best
+
+    def write_best(self, best: Mapping[str, Any], artifacts_from: Path | None) -> None:
+        """Write best.json and copy the best trial's artifacts to ``best/``."""
+        target = self.root / BEST_DIR
+        if artifacts_from is not None and artifacts_from.is_dir():
+            staging = self.root / f".{BEST_DIR}.tmp"
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(artifacts_from, staging)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(staging, target)
+        write_json(self.root / BEST_JSON, dict(best))
+
+    def best(self) -> dict[str, Any] | None:
+        value = read_json(self.root / BEST_JSON)
+        return value if isinstance(value, dict) else None
+
+
+def trial_record(trial: api.Trial, value: float | None) -> dict[str, Any]:
+    """A finished trial as one trials.jsonl line: flat, for jq and pandas."""
+    status = trial.status
+    duration = None
+    if status.start_time and status.completion_time:
+        duration = round((status.completion_time - status.start_time).total_seconds(), 3)
+    record: dict[str, Any] = {
+        "name": trial.name,
+        "index": trial.spec.index,
+        "phase": str(status.phase),
+        "reason": str(status.reason) if status.reason else None,
+        "message": status.message,
+        "parameters": dict(trial.spec.parameters),
+        "metrics": dict(status.metrics),
+        "value": value,
+        "steps": status.step,
+        "exitCode": status.exit_code,
+        "startTime": status.start_time.isoformat() if status.start_time else None,
+        "completionTime": status.completion_time.isoformat() if status.completion_time else None,
+        "durationSeconds": duration,
+        "curve": [[p.step, p.value] for p in status.curve],
+    }
+    return record
+
+
+def read_architecture(output_dir: Path) -> Any:
+    """The architecture the trial wrote (``architecture.json`` in its output), or None."""
+    return read_json(output_dir / ARCHITECTURE_FILE)
+
+
+def names(records: Iterable[Mapping[str, Any]]) -> set[str]:
+    return {str(r.get("name")) for r in records}

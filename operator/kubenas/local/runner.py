@@ -1,0 +1,593 @@
+"""``kubenas run``: an Experiment manifest carried to an exported best trial on one machine.
+
+The runner is the local backend's shell around the pure planner: every tick it observes
+the trial processes (exit, deadline, a scrape of ``/metrics``), hands the Trials to
+``plan.plan`` with the time and a Suggester synced from them, and carries out exactly
+the actions it gets back. It decides nothing itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+
+from kubenas import api, objective, plan, search, workload
+from kubenas import results as trial_results
+from kubenas.local import report
+from kubenas.local.live import RunningTrial, Snapshot, View, make_view
+from kubenas.local.processes import (
+    PortAllocator,
+    TrialProcess,
+    end_orphans,
+    find_run_processes,
+    local_argv,
+    thread_environment,
+    threads_per_trial,
+)
+from kubenas.local.results import RunDirectory, RunLockedError, read_architecture, trial_record
+from kubenas.local.scrape import TrialScraper
+
+TICK_SECONDS = 0.5
+STOP_GRACE_SECONDS = 5.0
+LOG_TAIL_BYTES = 4096
+EXIT_INTERRUPTED = 130
+RUN_DIR_ENV = "KUBENAS_LOCAL_RUN"
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be run (unreadable, not an Experiment, invalid)."""
+
+
+def load_experiment(path: Path) -> tuple[api.Experiment, str]:
+    """The Experiment in a manifest file (the first document of kind Experiment) and the file's text.
+
+    Raises:
+        ManifestError: with a message for the user.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path} is not valid YAML: {exc}") from None
+    document = next((d for d in documents if isinstance(d, dict) and d.get("kind") == "Experiment"), None)
+    if document is None:
+        raise ManifestError(f"{path} holds no document of kind Experiment")
+    errors = _validation_errors(document)
+    if errors:
+        raise ManifestError(f"{path} is not a valid Experiment:\n" + "\n".join(f"  - {e}" for e in errors))
+    return api.Experiment.model_validate(document), text
+
+
+def _validation_errors(document: dict[str, Any]) -> list[str]:
+    from kubenas import validation
+
+    return [str(problem) for problem in validation.validate_document(document)]
+
+
+class LocalRunner:
+    """Runs one Experiment's trials as local processes, as the planner directs.
+
+    Args:
+        experiment: the Experiment (its spec as it should run, e.g. with --parallel applied).
+        run_dir: its results directory (locked by the caller).
+        view: where progress goes.
+    """
+
+    def __init__(self, experiment: api.Experiment, run_dir: RunDirectory, view: View) -> None:
+        self.run_dir = run_dir
+        self.view = view
+        self.spec = experiment.spec
+        meta = experiment.metadata.model_copy(update={"uid": run_dir.uid(), "generation": 1})
+        self.experiment = experiment.model_copy(update={"metadata": meta})
+        self.name = meta.name
+        self.metric = self._curve_metric()
+        self.trials: dict[str, api.Trial] = {}
+        self.processes: dict[str, TrialProcess] = {}
+        self.scrapers: dict[str, TrialScraper] = {}
+        self.live: dict[str, RunningTrial] = {}
+        self.ports = PortAllocator()
+        self.status = run_dir.load_status() or api.ExperimentStatus()
+        self.suggester = search.Suggester(self.spec)
+        self.threads = threads_per_trial(self.spec.budget.parallel_trials)
+        self.completion: plan.CompleteExperiment | None = None
+        self.interrupted = False
+        self._template_env = self._container_env()
+
+    # ------------------------------------------------------------------ setup
+
+    def _curve_metric(self) -> str:
+        if self.spec.early_stopping.metric:
+            return self.spec.early_stopping.metric
+        metrics = self.spec.objective.objective_metrics()
+        return metrics[0].name if metrics else "objective"
+
+    def _container(self) -> dict[str, Any]:
+        containers = self.spec.trial_template.spec.get("containers") or []
+        if not containers:
+            raise ManifestError("trialTemplate.spec.containers is empty: the first container is the trial")
+        return dict(containers[0])
+
+    def _container_env(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for item in self._container().get("env") or []:
+            if isinstance(item, dict) and "value" in item and "name" in item:
+                env[str(item["name"])] = str(item["value"])
+            elif isinstance(item, dict) and "name" in item:
+                self.view.message(f"note: env {item['name']} uses valueFrom, which has no local meaning; left unset")
+        return env
+
+    def recover(self) -> int:
+        """Rebuild the state of an earlier run of this directory; returns the number of finished trials.
+
+        Trial processes the earlier runner left behind are ended; trials that were running
+        are run again under the same name (the budget counts them once); finished trials
+        missing from trials.jsonl (a crash between the two writes) are appended.
+        """
+        records = self.run_dir.processes.load()
+        ended = end_orphans(records.values())
+        strays = end_orphans(find_run_processes(RUN_DIR_ENV, str(self.run_dir.root.resolve())))
+        for record in [*ended, *strays]:
+            self.view.message(f"ended trial process {record.pid} left running by the interrupted run ({record.trial})")
+        self.run_dir.processes.save([])
+        logged = {str(r.get("name")) for r in self.run_dir.finished_records()}
+        for trial in self.run_dir.load_trials():
+            if trial.phase.is_finished:
+                if trial.name not in logged:
+                    self.run_dir.append_finished(trial_record(trial, self._value(trial)))
+            else:
+                trial = self._reset(trial)
+                self.run_dir.save_trial(trial)
+            self.trials[trial.name] = trial
+        return sum(1 for t in self.trials.values() if t.phase.is_finished)
+
+    def _reset(self, trial: api.Trial) -> api.Trial:
+        self.run_dir.reset_trial_files(trial.name)
+        status = api.TrialStatus(
+            phase=api.TrialPhase.PENDING,
+            reason=api.TrialReason.INTERRUPTED,
+            message="the runner stopped while this trial ran; it runs again on resume",
+        )
+        return trial.model_copy(update={"status": status})
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> int:
+        """Run until the planner completes the experiment or the user interrupts; returns the exit code."""
+        finished = sum(1 for t in self.trials.values() if t.phase.is_finished)
+        self.view.start(self.name, self.spec.budget.max_trials, finished)
+        previous = _install_interrupt_handler(self)
+        try:
+            if self.status.phase.is_finished:
+                self.view.message(f"{self.name} already finished ({self.status.phase}: {self.status.reason})")
+            else:
+                self._loop()
+        finally:
+            if self.processes:
+                self._interrupt_running()
+            self.view.stop()
+            _restore_interrupt_handler(previous)
+        self._write_outputs()
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return 0 if self.status.phase == api.ExperimentPhase.SUCCEEDED else 1
+
+    def _loop(self) -> None:
+        while not self.interrupted:
+            self._observe()
+            if self.interrupted:
+                break
+            self._plan_and_act()
+            self._start_pending()
+            self.view.update(self._snapshot())
+            if self.completion is not None and not self.processes:
+                return
+            time.sleep(TICK_SECONDS)
+
+    def _observe(self) -> None:
+        deadline = self.spec.trial_template.active_deadline_seconds
+        for name, proc in list(self.processes.items()):
+            code = proc.poll()
+            if code is not None:
+                proc.reap_group()
+                self._drain(name)
+                self._finish(name, code)
+            elif deadline is not None and proc.elapsed > deadline:
+                code = proc.end(STOP_GRACE_SECONDS)
+                self._drain(name)
+                self._finish(name, code, backend_reason=api.TrialReason.DEADLINE_EXCEEDED)
+        for name, scraper in list(self.scrapers.items()):
+            for sample in scraper.drain():
+                self._record_sample(name, sample.step, dict(sample.metrics))
+
+    def _drain(self, name: str) -> None:
+        scraper = self.scrapers.pop(name, None)
+        if scraper is not None:
+            scraper.stop()
+            for sample in scraper.drain():
+                self._record_sample(name, sample.step, dict(sample.metrics))
+
+    def _record_sample(self, name: str, step: int | None, metrics: dict[str, float]) -> None:
+        live = self.live[name]
+        live.metrics.update(metrics)
+        trial = self.trials[name]
+        if step is None or step == trial.status.step:
+            live.step = step if step is not None else live.step
+            return
+        live.step = step
+        curve = list(trial.status.curve)
+        value = metrics.get(self.metric)
+        if value is not None and (not curve or step > curve[-1].step):
+            curve.append(api.CurvePoint(step=step, value=value))
+            if len(curve) > api.MAX_CURVE_POINTS:
+                # Thin out the older half: rules read the value at or before a step, so this keeps them sound.
+                half = len(curve) // 2
+                curve = curve[:half:2] + curve[half:]
+        status = trial.status.model_copy(update={"step": step, "curve": curve})
+        self._save(trial.model_copy(update={"status": status}))
+
+    def _plan_and_act(self) -> None:
+        trials = sorted(self.trials.values(), key=lambda t: t.spec.index)
+        self.suggester.sync(trials)
+        experiment = self.experiment.model_copy(update={"status": self.status})
+        result = plan.plan(experiment, trials, datetime.now(UTC), self.suggester)
+        for action in result.actions:
+            if isinstance(action, plan.CreateTrial):
+                self._create(action)
+            elif isinstance(action, plan.StopTrial):
+                self._stop(action)
+            elif isinstance(action, plan.CompleteExperiment):
+                self.completion = action
+            elif isinstance(action, plan.ExportBest):
+                self._export(action.trial)
+        if result.status != self.status:
+            self.status = result.status
+            self.run_dir.save_status(self.status)
+
+    # ------------------------------------------------------------------ actions
+
+    def _create(self, action: plan.CreateTrial) -> None:
+        raw = workload.build_trial(self.experiment, action.name, action.index, action.parameters)
+        trial = api.Trial.model_validate(raw)
+        trial.metadata.creation_timestamp = datetime.now(UTC)
+        self._save(trial)
+        self._launch(trial)
+
+    def _start_pending(self) -> None:
+        """Start trials the planner created that have no process: those an interrupted run left."""
+        room = self.spec.budget.parallel_trials - len(self.processes)
+        for trial in sorted(self.trials.values(), key=lambda t: t.spec.index):
+            if room <= 0 or self.completion is not None:
+                return
+            if trial.phase == api.TrialPhase.PENDING and trial.name not in self.processes:
+                self._launch(trial)
+                room -= 1
+
+    def _launch(self, trial: api.Trial) -> None:
+        name = trial.name
+        port = self.ports.acquire()
+        container = self._container()
+        params = trial.spec.parameters
+        argv = local_argv(
+            workload.substitute_args(container.get("command") or [], params),
+            workload.substitute_args(container.get("args") or [], params),
+        )
+        output = self.run_dir.output_dir(name)
+        output.mkdir(parents=True, exist_ok=True)
+        parameters_file = self.run_dir.parameters_file(name)
+        parameters_file.write_text(workload.parameters_json(params), encoding="utf-8")
+        env = {
+            **os.environ,
+            **thread_environment(self.threads),
+            "PYTHONUNBUFFERED": "1",
+            **self._template_env,
+            **workload.trial_environment(self.name, name, params, port),
+            "KUBENAS_PARAMETERS_FILE": str(parameters_file),
+            "KUBENAS_TERMINATION_LOG": str(self.run_dir.termination_log(name)),
+            "KUBENAS_OUTPUT_DIR": str(output),
+            "KUBENAS_METRICS_ADDRESS": "127.0.0.1",
+            RUN_DIR_ENV: str(self.run_dir.root.resolve()),
+        }
+        now = datetime.now(UTC)
+        try:
+            proc = TrialProcess.start(name, argv, env, Path.cwd(), self.run_dir.log_path(name), port)
+        except OSError as exc:
+            self.ports.release(port)
+            outcome_status = api.TrialStatus(
+                phase=api.TrialPhase.FAILED,
+                reason=api.TrialReason.EXIT_CODE,
+                message=f"cannot start {argv[0]!r}: {exc.strerror or exc}"[:1024],
+                start_time=now,
+                completion_time=now,
+            )
+            self._record_finished(trial.model_copy(update={"status": outcome_status}))
+            return
+        self.run_dir.processes.add(proc.record)
+        self.processes[name] = proc
+        self.scrapers[name] = TrialScraper(port, self.spec.metrics.path)
+        self.live[name] = RunningTrial(name=name, parameters=params, started=time.monotonic())
+        status = api.TrialStatus(phase=api.TrialPhase.RUNNING, start_time=now)
+        self._save(trial.model_copy(update={"status": status}))
+        self.view.trial_started(name, params)
+
+    def _stop(self, action: plan.StopTrial) -> None:
+        trial = self.trials.get(action.name)
+        if trial is None or trial.phase.is_finished:
+            return
+        proc = self.processes.get(action.name)
+        code = proc.end(STOP_GRACE_SECONDS) if proc is not None else None
+        self._drain(action.name)
+        live = self.live.get(action.name)
+        if action.reason == api.TrialReason.EARLY_STOPPED:
+            phase = api.TrialPhase.EARLY_STOPPED
+        elif action.reason in trial_results.BACKEND_REASONS:
+            phase = api.TrialPhase.FAILED
+        else:
+            phase = api.TrialPhase.STOPPED
+        status = trial.status.model_copy(
+            update={
+                "phase": phase,
+                "reason": action.reason,
+                "message": (action.message or str(action.reason))[:1024],
+                # The last values seen: not a result (only Succeeded trials have one), but worth keeping.
+                "metrics": dict(live.metrics) if live else {},
+                "exit_code": code,
+                "completion_time": datetime.now(UTC),
+            }
+        )
+        self._record_finished(trial.model_copy(update={"status": status}))
+
+    def _finish(self, name: str, exit_code: int, backend_reason: api.TrialReason | None = None) -> None:
+        trial = self.trials[name]
+        outcome = trial_results.classify_finished_trial(
+            self.spec.objective,
+            exit_code=exit_code,
+            result_text=_read_bounded(self.run_dir.termination_log(name), trial_results.MAX_RESULT_BYTES + 1),
+            backend_reason=backend_reason,
+        )
+        message = outcome.message
+        if outcome.reason == api.TrialReason.EXIT_CODE:
+            tail = _log_tail(self.run_dir.log_path(name))
+            message = f"{message}: {tail}" if tail else message
+        status = trial.status.model_copy(
+            update={
+                "phase": outcome.phase,
+                "reason": outcome.reason,
+                "message": message[:1024],
+                "metrics": dict(outcome.metrics),
+                "exit_code": exit_code,
+                "completion_time": datetime.now(UTC),
+            }
+        )
+        self._record_finished(trial.model_copy(update={"status": status}))
+
+    def _record_finished(self, trial: api.Trial) -> None:
+        name = trial.name
+        proc = self.processes.pop(name, None)
+        if proc is not None:
+            self.ports.release(proc.port)
+            self.run_dir.processes.remove(name)
+        self.live.pop(name, None)
+        self._save(trial)
+        value = self._value(trial)
+        self.run_dir.append_finished(trial_record(trial, value))
+        self.view.trial_finished(trial, value, self._snapshot())
+
+    def _export(self, best: api.TrialSummary) -> None:
+        self.run_dir.write_best(self._best_document(best), self.run_dir.output_dir(best.name))
+
+    # ------------------------------------------------------------------ interruption
+
+    def request_interrupt(self) -> None:
+        self.interrupted = True
+
+    def _interrupt_running(self) -> None:
+        """End every running trial; they run again on --resume (their results were not in yet)."""
+        for name, proc in list(self.processes.items()):
+            proc.end(STOP_GRACE_SECONDS)
+            scraper = self.scrapers.pop(name, None)
+            if scraper is not None:
+                scraper.stop()
+            self.ports.release(proc.port)
+            self.processes.pop(name)
+            self.live.pop(name, None)
+            self.run_dir.processes.remove(name)
+            self._save(self._reset(self.trials[name]))
+
+    # ------------------------------------------------------------------ outputs
+
+    def _save(self, trial: api.Trial) -> None:
+        self.trials[trial.name] = trial
+        self.run_dir.save_trial(trial)
+
+    def _value(self, trial: api.Trial) -> float | None:
+        if trial.phase != api.TrialPhase.SUCCEEDED:
+            return None
+        return objective.scalar_value(self.spec.objective, trial.status.metrics)
+
+    def _snapshot(self) -> Snapshot:
+        finished = [t for t in self.trials.values() if t.phase.is_finished]
+        return Snapshot(
+            experiment=self.name,
+            metric=self.metric,
+            finished=len(finished),
+            total=self.spec.budget.max_trials,
+            running=list(self.live.values()),
+            best=self._best_summary(),
+            pareto_size=len(self.status.pareto_front) if self.spec.objective.is_pareto else 0,
+            failed=sum(1 for t in finished if t.phase == api.TrialPhase.FAILED),
+        )
+
+    def _best_summary(self) -> api.TrialSummary | None:
+        if self.status.best_trial is not None:
+            return self.status.best_trial
+        best = objective.best_trial(self.spec.objective, list(self.trials.values()))
+        if best is None:
+            return None
+        return api.TrialSummary(
+            name=best.name, parameters=best.spec.parameters, metrics=best.status.metrics, value=self._value(best)
+        )
+
+    def _best_document(self, best: api.TrialSummary) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "experiment": self.name,
+            "trial": best.name,
+            "value": best.value,
+            "objective": self.spec.objective.to_wire(),
+            "parameters": dict(best.parameters),
+            "metrics": dict(best.metrics),
+            "architecture": read_architecture(self.run_dir.output_dir(best.name)),
+            "artifacts": "best/" if self.run_dir.output_dir(best.name).is_dir() else None,
+        }
+        if self.spec.objective.is_pareto:
+            document["paretoFront"] = [s.to_wire() for s in self.status.pareto_front]
+        return document
+
+    def _write_outputs(self) -> None:
+        best = self._best_summary()
+        if best is not None:
+            self._export(best)
+        try:
+            report.build(self.run_dir.root)
+        except Exception as exc:  # a report that cannot be drawn must not lose the run's exit status
+            self.view.message(f"warning: the report could not be built: {exc}")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _read_bounded(path: Path, limit: int) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(limit)
+    except OSError:
+        return None
+
+
+def _log_tail(path: Path) -> str:
+    """The last non-empty line of a trial's log (e.g. the exception), for the failure message."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - LOG_TAIL_BYTES))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _install_interrupt_handler(runner: LocalRunner) -> dict[int, Any]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        runner.request_interrupt()
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread
+            previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def _restore_interrupt_handler(previous: Mapping[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def print_summary(run_dir: RunDirectory, stream: Any = None) -> None:
+    """The best trial's architecture and where the report is: the last thing a user sees."""
+    stream = stream or sys.stdout
+    best = run_dir.best()
+    status = run_dir.load_status()
+    if status is not None:
+        line = f"experiment {status.phase}"
+        if status.reason:
+            line += f" ({status.reason}{': ' + status.message if status.message else ''})"
+        print(line, file=stream)
+    if best is None:
+        print("no successful trial: see trials.jsonl and trials/*/log.txt", file=stream)
+    else:
+        value = best.get("value")
+        shown = f"{value:.4f}" if isinstance(value, float) else value
+        print(f"best trial {best.get('trial')}: value {shown}", file=stream)
+        print("  metrics:      " + json.dumps(best.get("metrics"), sort_keys=True), file=stream)
+        print("  parameters:   " + json.dumps(best.get("parameters"), sort_keys=True), file=stream)
+        if best.get("architecture") is not None:
+            print("  architecture: " + json.dumps(best.get("architecture"), sort_keys=True), file=stream)
+    print(f"results: {run_dir.root}/ (trials.jsonl, best.json)", file=stream)
+    if (run_dir.root / report.REPORT_HTML).exists():
+        print(f"report:  {run_dir.root / report.REPORT_HTML}", file=stream)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``kubenas run FILE [--output DIR] [--resume] [--parallel N]``."""
+    try:
+        experiment, text = load_experiment(Path(args.file))
+    except ManifestError as exc:
+        print(f"kubenas run: {exc}", file=sys.stderr)
+        return 2
+    if args.parallel is not None:
+        if args.parallel < 1:
+            print("kubenas run: --parallel must be at least 1", file=sys.stderr)
+            return 2
+        budget = experiment.spec.budget.model_copy(update={"parallel_trials": args.parallel})
+        experiment = experiment.model_copy(update={"spec": experiment.spec.model_copy(update={"budget": budget})})
+    run_dir = RunDirectory(Path(args.output) / experiment.metadata.name)
+    if run_dir.exists() and not args.resume:
+        print(
+            f"kubenas run: {run_dir.root} holds an earlier run; continue it with --resume, or choose another --output",
+            file=sys.stderr,
+        )
+        return 2
+    if args.resume and not _same_search(run_dir, experiment):
+        print(
+            f"kubenas run: {args.file} changes the search (objective, parameters or algorithm) of the run in "
+            f"{run_dir.root}; a resumed run must search the same space. Use another --output.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        run_dir.lock()
+    except RunLockedError as exc:
+        print(f"kubenas run: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run_dir.create()
+        run_dir.save_manifest(text)
+        view = make_view()
+        runner = LocalRunner(experiment, run_dir, view)
+        runner.recover()
+        code = runner.run()
+    finally:
+        run_dir.unlock()
+    print_summary(run_dir)
+    if code == EXIT_INTERRUPTED:
+        print(f"interrupted: continue with  kubenas run {args.file} --output {args.output} --resume")
+    return code
+
+
+def _same_search(run_dir: RunDirectory, experiment: api.Experiment) -> bool:
+    """Whether the run in ``run_dir`` (if any) searched what ``experiment`` searches (the budget may change)."""
+    text = run_dir.manifest_text()
+    if text is None:
+        return True
+    try:
+        earlier, _ = load_experiment(run_dir.root / "experiment.yaml")
+    except ManifestError:
+        return True
+    keys = ("objective", "parameters", "algorithm")
+    return all(getattr(earlier.spec, k) == getattr(experiment.spec, k) for k in keys)

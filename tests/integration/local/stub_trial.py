@@ -1,0 +1,61 @@
+"""A tiny trial for the local runner's tests: the trial contract through the real SDK, no torch.
+
+    python stub_trial.py [--mode ok|crash|hang|no-objective|garbage] [--epochs N] [--sleep S] [--x VALUE]
+
+Its accuracy is a smooth function of the parameters ``x`` (float) and ``layers`` (int),
+so a search has something to find; each epoch reports a fraction of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import kubenas_trial
+
+
+def accuracy(params: dict) -> float:
+    x = float(params.get("x", 0.5))
+    layers = int(params.get("layers", 1))
+    return round(0.95 - (x - 0.3) ** 2 - 0.01 * abs(layers - 2), 6)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", default="ok")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--sleep", type=float, default=0.05)
+    parser.add_argument("--x", default=None, help="echo of ${parameters.x}, checked against the env")
+    args = parser.parse_args()
+    params = kubenas_trial.parameters()
+    if args.x is not None and float(args.x) != float(params["x"]):
+        print(f"--x {args.x} disagrees with KUBENAS_PARAMETERS {params}", file=sys.stderr)
+        return 4
+    mode = params.get("mode", args.mode)
+    final = accuracy(params)
+    print(f"trial {os.environ.get('KUBENAS_TRIAL')} params={params} threads={os.environ.get('OMP_NUM_THREADS')}")
+    for epoch in range(1, args.epochs + 1):
+        kubenas_trial.report(epoch, accuracy=final * epoch / args.epochs)
+        time.sleep(args.sleep)
+        if mode == "crash" and epoch == 1:
+            raise RuntimeError("boom: the stub trial crashed on purpose")
+    if mode == "hang":
+        time.sleep(3600)
+    output = os.environ.get("KUBENAS_OUTPUT_DIR")
+    if output:
+        Path(output, "architecture.json").write_text('{"stub": true}')
+    if mode == "garbage":
+        Path(os.environ["KUBENAS_TERMINATION_LOG"]).write_text("this is not JSON")
+        return 0
+    if mode == "no-objective":
+        kubenas_trial.finish(loss=0.5)
+        return 0
+    kubenas_trial.finish(accuracy=final, params=1000 * int(params.get("layers", 1)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Trial processes: whole process groups end, orphans of a killed runner are found, pids are not trusted blindly."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from kubenas.local.processes import (
+    PortAllocator,
+    ProcessRecord,
+    ProcessRegistry,
+    TrialProcess,
+    end_orphans,
+    find_run_processes,
+    local_argv,
+    threads_per_trial,
+)
+from kubenas.local.scrape import MAX_BYTES, scrape
+from kubenas_trial import TrialReporter
+
+# A trial that starts a grandchild in its own group and waits: both must end together.
+FAMILY = (
+    "import subprocess, sys, time\n"
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def start_family(tmp_path: Path, env: dict[str, str] | None = None) -> TrialProcess:
+    proc = TrialProcess.start(
+        "t-0", [sys.executable, "-c", FAMILY], {**os.environ, **(env or {})}, tmp_path, tmp_path / "log.txt", 0
+    )
+    deadline = time.monotonic() + 20
+    while "ready" not in (tmp_path / "log.txt").read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc
+
+
+def group_members(pgid: int, settle: float = 0.0) -> list[int]:
+    """Live members of a process group; with ``settle``, waits that long for it to empty (signals are async)."""
+    deadline = time.monotonic() + settle
+    while True:
+        members = _members(pgid)
+        if not members or time.monotonic() >= deadline:
+            return members
+        time.sleep(0.05)
+
+
+def _members(pgid: int) -> list[int]:
+    members = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+                members.append(p.pid)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return members
+
+
+def test_ending_a_trial_ends_its_whole_process_group(tmp_path: Path) -> None:
+    proc = start_family(tmp_path)
+    assert len(group_members(proc.record.pgid)) == 2
+    assert proc.record.pgid != os.getpgid(0), "a trial must not share the runner's process group"
+    code = proc.end(grace=2)
+    assert code < 0
+    assert group_members(proc.record.pgid, settle=5) == []
+
+
+def test_orphans_of_a_killed_run_are_found_from_the_registry_and_ended(tmp_path: Path) -> None:
+    proc = start_family(tmp_path)
+    registry = ProcessRegistry(tmp_path / "processes.json")
+    registry.add(proc.record)
+    # A later runner only has the file: same pid but another start time is someone else's process.
+    stale = ProcessRecord("t-9", os.getpid(), os.getpgid(0), psutil.Process().create_time() - 100)
+    ended = end_orphans([*registry.load().values(), stale], grace=2)
+    proc.popen.wait(5)
+    assert [r.trial for r in ended] == ["t-0"]
+    assert group_members(proc.record.pgid, settle=5) == []
+    assert psutil.pid_exists(os.getpid())
+
+
+def test_unregistered_trial_processes_are_found_by_their_run_marker(tmp_path: Path) -> None:
+    proc = start_family(tmp_path, {"KUBENAS_LOCAL_RUN": str(tmp_path), "KUBENAS_TRIAL": "t-0"})
+    found = find_run_processes("KUBENAS_LOCAL_RUN", str(tmp_path))
+    assert {r.pid for r in found} == set(group_members(proc.record.pgid))
+    end_orphans(found, grace=2)
+    proc.popen.wait(5)
+    assert group_members(proc.record.pgid, settle=5) == []
+
+
+def test_python_in_a_container_command_is_this_interpreter() -> None:
+    assert local_argv(["python", "-m", "kubenas_trial"], ["--param", "x=1"]) == [
+        sys.executable,
+        "-m",
+        "kubenas_trial",
+        "--param",
+        "x=1",
+    ]
+    assert local_argv(["/usr/bin/env"], []) == ["/usr/bin/env"]
+    with pytest.raises(ValueError, match="neither command nor args"):
+        local_argv([], [])
+
+
+def test_threads_are_shared_between_parallel_trials() -> None:
+    assert threads_per_trial(2, cpus=8) == 4
+    assert threads_per_trial(3, cpus=2) == 1
+
+
+def test_scrape_reads_the_sdk_gauges() -> None:
+    port = PortAllocator().acquire()
+    reporter = TrialReporter(port=port, address="127.0.0.1", termination_log=os.devnull)
+    try:
+        reporter.report(7, accuracy=0.5, loss=1.25)
+        values = scrape(port)
+    finally:
+        reporter.close()
+    assert values is not None
+    assert values.step == 7
+    assert dict(values.metrics) == {"accuracy": 0.5, "loss": 1.25}
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("body", [b"x" * (MAX_BYTES + 10), b"{not prometheus text"])
+def test_scrape_refuses_oversized_or_garbage_answers(body: bytes) -> None:
+    handler = type("H", (_Handler,), {"body": body})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert scrape(server.server_address[1]) is None
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_scrape_of_a_closed_port_is_none() -> None:
+    port = PortAllocator().acquire()
+    assert scrape(port, timeout=0.5) is None
