@@ -1,0 +1,99 @@
+"""Checkpoints and reports in the output directory; loading a checkpoint back (e.g. as a teacher)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kubenas_trial.config import SPECS, ConfigError
+from kubenas_trial.models import ARCHITECTURE_KEYS, build_model
+
+FORMAT = "kubenas-trial/1"
+OUTPUT_DIR_ENV = "KUBENAS_OUTPUT_DIR"
+
+
+def output_dir() -> Path | None:
+    """The artifact directory from ``KUBENAS_OUTPUT_DIR``, or None when artifacts are not wanted."""
+    value = os.environ.get(OUTPUT_DIR_ENV)
+    return Path(value) if value else None
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def checkpoint(model: nn.Module, config: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
+               quantization: str | None = None) -> dict[str, Any]:
+    """A self-describing checkpoint: enough to rebuild the network without the original parameters."""
+    return {
+        "format": FORMAT,
+        "architecture": {key: config[key] for key in ARCHITECTURE_KEYS},
+        "input_shape": list(input_shape),
+        "num_classes": num_classes,
+        "quantization": quantization,
+        "state_dict": model.state_dict(),
+    }
+
+
+def save(directory: Path, *, float_model: nn.Module, final_model: nn.Module, quantization: str | None,
+         config: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
+         architecture: dict[str, Any], metrics: dict[str, Any]) -> list[Path]:
+    """Write model.pt (the final, possibly quantized model), model_float.pt when quantized,
+    architecture.json and metrics.json. Returns the files written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    model_path = directory / "model.pt"
+    torch.save(checkpoint(final_model, config, input_shape, num_classes, quantization), model_path)
+    written.append(model_path)
+    if quantization is not None:
+        float_path = directory / "model_float.pt"
+        torch.save(checkpoint(float_model, config, input_shape, num_classes), float_path)
+        written.append(float_path)
+    _write_json(directory / "architecture.json", {"parameters": config, "architecture": architecture})
+    _write_json(directory / "metrics.json", metrics)
+    written += [directory / "architecture.json", directory / "metrics.json"]
+    return written
+
+
+def _resolve(path: Path) -> Path:
+    if path.is_dir():
+        for name in ("model_float.pt", "model.pt"):
+            if (path / name).exists():
+                return path / name
+        raise ConfigError(f"parameter 'teacher': no model.pt in {path}")
+    if not path.exists():
+        raise ConfigError(f"parameter 'teacher': checkpoint not found: {path}")
+    return path
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a float model from a checkpoint written by :func:`save` (a file, or the directory holding it).
+
+    A quantized model.pt is skipped for its float twin ``model_float.pt``.
+
+    Raises:
+        ConfigError: the checkpoint is missing, quantized without a float twin, or not ours.
+    """
+    file = _resolve(Path(path))
+    try:
+        data = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt or foreign file
+        raise ConfigError(f"parameter 'teacher': cannot load {file}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ConfigError(f"parameter 'teacher': {file} is not a kubenas trial checkpoint")
+    if data.get("quantization"):
+        twin = file.with_name("model_float.pt")
+        if twin == file or not twin.exists():
+            raise ConfigError(f"parameter 'teacher': {file} is quantized and has no model_float.pt beside it")
+        return load_model(twin)
+    config = {key: spec.default for key, spec in SPECS.items()} | data["architecture"]
+    model = build_model(config, tuple(data["input_shape"]), int(data["num_classes"]))
+    model.load_state_dict(data["state_dict"])
+    return model.eval(), data

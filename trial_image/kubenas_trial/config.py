@@ -1,0 +1,169 @@
+"""Every parameter the trainer accepts: name, type, default and allowed values, and their validation."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+ACTIVATIONS = ("relu", "gelu", "silu", "hardswish", "leaky_relu", "tanh")
+DATASETS = ("digits", "iris", "fashion-mnist", "cifar10", "npz", "imagefolder")
+
+
+class ConfigError(ValueError):
+    """A parameter is unknown or has a bad value; the message names it."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One trainer parameter: type, default, and the values it may take."""
+
+    kind: type
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    nullable: bool = False
+
+
+def _c(default: str, help: str, choices: tuple[str, ...]) -> Spec:
+    return Spec(str, default, help, choices=choices)
+
+
+SPECS: dict[str, Spec] = {
+    # data
+    "dataset": _c("digits", "digits, iris (bundled), fashion-mnist, cifar10, npz, imagefolder (mounted)", DATASETS),
+    "data_dir": Spec(str, None, "where the dataset lives (a directory, or the .npz file)", nullable=True),
+    "val_fraction": Spec(float, 0.15, "share of the training data held out for validation", min=0.01, max=0.5),
+    "test_fraction": Spec(float, 0.2, "share held out for the test split when the dataset has none", min=0.01, max=0.5),
+    "split_seed": Spec(int, 0, "seed of the train/val/test split (kept fixed across trials)", min=0),
+    "max_train_samples": Spec(int, 0, "use at most this many training samples (0: all)", min=0),
+    "image_size": Spec(int, 32, "side length images are resized to (imagefolder only)", min=4, max=1024),
+    # model
+    "model": _c("auto", "cnn, mlp, or auto (cnn for images, mlp for tabular data)", ("auto", "cnn", "mlp")),
+    "stages": Spec(int, 2, "CNN: number of stages; each after the first halves the resolution", min=1, max=6),
+    "blocks": Spec(int, 1, "CNN: blocks per stage", min=1, max=8),
+    "width": Spec(int, 16, "CNN: channels of the first stage (doubled every stage)", min=1, max=1024),
+    "width_mult": Spec(float, 1.0, "CNN: multiplier applied to every stage's channels", min=0.125, max=8.0),
+    "kernel_size": Spec(int, 3, "CNN: convolution kernel size (odd)", choices=(1, 3, 5, 7)),
+    "expansion": Spec(int, 1, "CNN: inverted-bottleneck expansion ratio (1: plain conv blocks)", min=1, max=8),
+    "activation": _c("relu", "activation function", ACTIVATIONS),
+    "residual": Spec(bool, True, "CNN: residual connections where shapes allow"),
+    "se": Spec(bool, False, "CNN: squeeze-and-excitation in every block"),
+    "share_weights": Spec(bool, False, "CNN: blocks after the first in a stage reuse its weights"),
+    "batch_norm": Spec(bool, True, "batch normalisation after convolutions / hidden layers"),
+    "dropout": Spec(float, 0.0, "dropout before the classifier (and after MLP hidden layers)", min=0.0, max=0.9),
+    "hidden_layers": Spec(int, 2, "MLP: hidden layers", min=0, max=16),
+    "hidden_units": Spec(int, 64, "MLP: units per hidden layer", min=1, max=8192),
+    # optimisation
+    "optimizer": _c("adamw", "sgd, adam or adamw", ("sgd", "adam", "adamw")),
+    "lr": Spec(float, 0.003, "peak learning rate", min=1e-7, max=10.0),
+    "momentum": Spec(float, 0.9, "SGD momentum (Nesterov); beta1 for Adam/AdamW", min=0.0, max=0.999),
+    "weight_decay": Spec(float, 5e-4, "weight decay", min=0.0, max=1.0),
+    "schedule": _c("cosine", "learning-rate schedule after warm-up: cosine, step or none", ("cosine", "step", "none")),
+    "warmup_epochs": Spec(float, 0.0, "linear warm-up length in epochs", min=0.0, max=100.0),
+    "step_size": Spec(int, 10, "step schedule: epochs between decays", min=1),
+    "gamma": Spec(float, 0.1, "step schedule: decay factor", min=0.0, max=1.0),
+    "epochs": Spec(int, 10, "training epochs", min=1, max=10_000),
+    "batch_size": Spec(int, 64, "training batch size", min=1, max=65_536),
+    "label_smoothing": Spec(float, 0.0, "label smoothing of the cross-entropy loss", min=0.0, max=0.5),
+    "grad_clip": Spec(float, 0.0, "clip the gradient norm to this value (0: off)", min=0.0),
+    "augment_crop": Spec(int, 0, "images: random-crop padding in pixels (0: off)", min=0, max=16),
+    "augment_flip": Spec(bool, False, "images: random horizontal flips"),
+    "seed": Spec(int, 0, "seed for initialisation, shuffling and augmentation", min=0),
+    # speed
+    "device": Spec(str, "auto", "auto (cuda if available), cpu, cuda, cuda:N or mps"),
+    "amp": _c("auto", "mixed precision: auto (bf16/fp16 on CUDA, off on CPU), bf16, fp16 or off",
+              ("auto", "bf16", "fp16", "off")),
+    "channels_last": _c("auto", "CNN memory format: auto (on for CUDA), on or off", ("auto", "on", "off")),
+    "compile": Spec(bool, False, "torch.compile the model"),
+    "num_threads": Spec(int, 0, "CPU threads (0: from the CPU limit / OMP_NUM_THREADS)", min=0, max=1024),
+    "eval_batch_size": Spec(int, 1024, "batch size for evaluation", min=1),
+    # compression
+    "prune": _c("none", "none, unstructured (global magnitude) or structured (L2 channel pruning)",
+                ("none", "unstructured", "structured")),
+    "prune_amount": Spec(float, 0.5, "fraction of weights (unstructured) or channels (structured) pruned",
+                         min=0.0, max=0.99),
+    "finetune_epochs": Spec(int, 2, "fine-tuning epochs after pruning", min=0, max=1000),
+    "finetune_lr_scale": Spec(float, 0.1, "fine-tuning learning rate as a fraction of lr", min=1e-6, max=10.0),
+    "quantize": _c("none", "int8 post-training quantization: none, int8 (dynamic for MLP, static for CNN), "
+                           "dynamic or static", ("none", "int8", "dynamic", "static")),
+    "calibration_batches": Spec(int, 8, "static quantization: calibration batches", min=1, max=1000),
+    "teacher": Spec(str, None, "distil from this checkpoint (a model.pt or the output directory holding it)",
+                    nullable=True),
+    "distill_temperature": Spec(float, 4.0, "distillation temperature", min=0.01, max=100.0),
+    "distill_alpha": Spec(float, 0.5, "weight of the distillation loss (1 - alpha for the labels)", min=0.0, max=1.0),
+    # cost measurement
+    "latency_repeats": Spec(int, 50, "batch-1 forwards timed for latency_ms (median)", min=1, max=100_000),
+    "latency_warmup": Spec(int, 10, "untimed warm-up forwards before timing", min=0, max=10_000),
+}
+
+
+def _coerce(name: str, spec: Spec, value: Any) -> Any:
+    if value is None:
+        if spec.nullable:
+            return None
+        raise ConfigError(f"parameter {name!r} must not be null")
+    if spec.kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if isinstance(value, int | float) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"parameter {name!r} must be true or false, got {value!r}")
+    if spec.kind is int:
+        # Search spaces and ${parameters.X} substitution may deliver 3.0 or "3".
+        try:
+            number = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or not number.is_integer():
+            raise ConfigError(f"parameter {name!r} must be an integer, got {value!r}")
+        value = int(number)
+    elif spec.kind is float:
+        try:
+            value = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            value = None
+        if value is None or value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"parameter {name!r} must be a finite number")
+    elif spec.kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"parameter {name!r} must be a string, got {value!r}")
+        if spec.choices is not None:
+            value = value.lower()
+    if spec.choices is not None and value not in spec.choices:
+        allowed = ", ".join(str(c) for c in spec.choices)
+        raise ConfigError(f"parameter {name!r} must be one of {allowed}; got {value!r}")
+    if spec.min is not None and value < spec.min:
+        raise ConfigError(f"parameter {name!r} must be ≥ {spec.min}, got {value}")
+    if spec.max is not None and value > spec.max:
+        raise ConfigError(f"parameter {name!r} must be ≤ {spec.max}, got {value}")
+    return value
+
+
+def parse(params: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``params`` against :data:`SPECS` and fill in defaults.
+
+    Raises:
+        ConfigError: an unknown parameter (with the closest known name) or a bad value.
+    """
+    unknown = sorted(set(params) - set(SPECS))
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(str(name), SPECS, n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(f"unknown parameter {', '.join(hints)}; see docs/trial.md for the list")
+    config = {name: spec.default for name, spec in SPECS.items()}
+    for name, value in params.items():
+        config[name] = _coerce(name, SPECS[name], value)
+    device = config["device"].lower()
+    if device not in ("auto", "cpu", "cuda", "mps") and not (
+        device.startswith("cuda:") and device[5:].isdigit()
+    ):
+        raise ConfigError(f"parameter 'device' must be auto, cpu, cuda, cuda:N or mps; got {config['device']!r}")
+    config["device"] = device
+    return config

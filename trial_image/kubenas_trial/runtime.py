@@ -1,0 +1,102 @@
+"""Where and how the trial runs: device, CPU threads, mixed precision and memory format."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kubenas_trial.config import ConfigError
+
+
+def cpu_limit(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The container's CPU limit in whole CPUs (cgroup v2 ``cpu.max``, rounded up), or None when unlimited."""
+    try:
+        quota, period = (cgroup_root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    try:
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def thread_count(requested: int) -> int:
+    """CPU threads for torch: the parameter, else ``OMP_NUM_THREADS``, else the CPU limit, else the usable CPUs."""
+    if requested > 0:
+        return requested
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = cpu_limit()
+    return min(available, limit) if limit else available
+
+
+def select_device(name: str) -> torch.device:
+    """The torch device for the ``device`` parameter; asking for an absent accelerator is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"parameter 'device' is {name!r} but CUDA is not available in this image/node")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"parameter 'device' is {name!r} but only {torch.cuda.device_count()} GPU(s) exist")
+    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError("parameter 'device' is 'mps' but MPS is not available")
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable name of the device (GPU model or CPU architecture)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return f"cpu ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)"
+    return device.type
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for the ``amp`` parameter on ``device``, or None for full precision.
+
+    ``auto`` uses bf16 on GPUs that support it and fp16 (with a gradient scaler) on older
+    GPUs, and stays in fp32 on CPU, where bf16 autocast only pays off on CPUs with AMX.
+    """
+    if mode == "off":
+        return None
+    if mode == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if mode == "fp16":
+        if device.type == "cpu":
+            raise ConfigError("parameter 'amp' is 'fp16', which needs a GPU; use 'bf16' or 'off' on CPU")
+        return torch.float16
+    return torch.bfloat16
+
+
+def use_channels_last(mode: str, device: torch.device, is_cnn: bool) -> bool:
+    """Whether to train in channels_last (NHWC): on for CNNs on GPUs unless turned off, or when asked."""
+    if not is_cnn or mode == "off":
+        return False
+    return mode == "on" or device.type == "cuda"
+
+
+def summary(config: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """What the run resolved to, for logs and metrics.json."""
+    dtype = amp_dtype(config["amp"], device)
+    return {
+        "device": device_name(device),
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "amp": "off" if dtype is None else str(dtype).removeprefix("torch."),
+    }

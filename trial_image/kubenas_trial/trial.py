@@ -1,0 +1,163 @@
+"""One trial end to end: parameters → data → model → training → compression → cost → results."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+
+from kubenas_trial import artifacts, compress, cost, data, models, runtime
+from kubenas_trial.config import ConfigError, parse
+from kubenas_trial.sdk import TrialReporter
+from kubenas_trial.train import Trainer, evaluate
+
+
+def _log(stream: TextIO, message: str) -> None:
+    print(f"kubenas-trial: {message}", file=stream, flush=True)
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdout) -> dict[str, Any]:
+    """Run the trial ``params`` describe; report each epoch and the final metrics through ``reporter``.
+
+    Returns the final metrics (numbers only, also written to the termination log).
+
+    Raises:
+        ConfigError: a parameter is unknown or bad (exit code 2).
+        data.DataError: the dataset is missing or malformed (exit code 3).
+    """
+    started = time.perf_counter()
+    config = parse(params)
+    torch.set_num_threads(runtime.thread_count(config["num_threads"]))
+    device = runtime.select_device(config["device"])
+    seed_everything(config["seed"])
+    dataset = data.load(config)
+    kind = models.model_kind(config, dataset.input_shape)
+    if kind == "cnn" and not dataset.is_image:
+        raise ConfigError(f"parameter 'model' is 'cnn' but dataset {config['dataset']!r} is tabular; use 'mlp'")
+    model = models.build_model(config, dataset.input_shape, dataset.num_classes)
+    teacher = None
+    if config["teacher"]:
+        teacher, meta = artifacts.load_model(config["teacher"])
+        if tuple(meta["input_shape"]) != dataset.input_shape or meta["num_classes"] != dataset.num_classes:
+            raise ConfigError(
+                f"parameter 'teacher': checkpoint is for inputs {meta['input_shape']} with {meta['num_classes']} "
+                f"classes, this dataset has {list(dataset.input_shape)} with {dataset.num_classes}"
+            )
+    run_info = runtime.summary(config, device)
+    _log(log, f"device={run_info['device']} amp={run_info['amp']} torch={run_info['torch']}")
+    _log(log, f"data {_fmt(dataset.summary())}")
+    _log(log, f"model {kind} params={models.count_parameters(model)}" + (" (distilling)" if teacher else ""))
+
+    trainer = Trainer(model, dataset, config, device, teacher=teacher)
+    history: list[dict[str, Any]] = []
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        reporter.report(epoch, metrics)
+        history.append({"epoch": epoch, **metrics})
+        _log(log, f"epoch {epoch} {_fmt(metrics)}")
+
+    result = trainer.fit(config["epochs"], on_epoch)
+    extra: dict[str, float] = {}
+    step = config["epochs"]
+
+    if config["prune"] != "none":
+        extra["accuracy_before_prune"] = trainer.evaluate("val", trainer.model)[1]
+        compress.apply_pruning(trainer.model, config["prune"], config["prune_amount"])
+        compress.recalibrate_batchnorm(trainer.model, (xb for xb, _ in trainer.batches()))
+        extra["accuracy_before_finetune"] = trainer.evaluate("val", trainer.model)[1]
+        if config["finetune_epochs"]:
+            # Fine-tune the masked model eagerly: the pruning hooks would defeat a compiled graph.
+            ft = trainer.fit(config["finetune_epochs"], on_epoch, first_epoch=step + 1,
+                             lr_scale=config["finetune_lr_scale"], model=trainer.model, warmup=False)
+            result.samples += ft.samples
+            result.seconds += ft.seconds
+            step += config["finetune_epochs"]
+            compress.recalibrate_batchnorm(trainer.model, (xb for xb, _ in trainer.batches()))
+        compress.make_permanent(trainer.model)
+        extra["accuracy_after_finetune"] = trainer.evaluate("val", trainer.model)[1]
+
+    float_model = trainer.model.eval()
+    params_total, nonzero = cost.parameter_counts(float_model)
+    example = dataset.x_val[:1]
+    flop_count = cost.flops(float_model, example.to(device))
+    val_loss, val_acc = trainer.evaluate("val", trainer.model)
+    test_loss, test_acc = trainer.evaluate("test", trainer.model)
+    final_model = float_model
+    latency_device = device
+    qkind = compress.quantization_kind(config["quantize"], kind == "cnn")
+    if qkind is not None:
+        extra["accuracy_float"] = val_acc
+        extra["model_size_bytes_float"] = cost.size_bytes(float_model)
+        calibration = compress.calibration_batches(dataset.x_train, config["calibration_batches"],
+                                                   min(config["batch_size"], 256), config["seed"])
+        final_model = compress.quantize(float_model, qkind, calibration, example)
+        cpu = torch.device("cpu")
+        val_loss, val_acc = evaluate(final_model, dataset.x_val, dataset.y_val, cpu, config["eval_batch_size"])
+        test_loss, test_acc = evaluate(final_model, dataset.x_test, dataset.y_test, cpu, config["eval_batch_size"])
+        latency_device = cpu  # int8 kernels run on the CPU
+    latency_input = example.to(latency_device)
+    if trainer.channels_last and final_model is float_model:
+        latency_input = latency_input.contiguous(memory_format=torch.channels_last)
+    latency = cost.latency_ms(final_model, latency_input, config["latency_repeats"], config["latency_warmup"])
+
+    final: dict[str, Any] = {
+        "accuracy": val_acc,
+        "test_accuracy": test_acc,
+        "loss": val_loss,
+        "test_loss": test_loss,
+        "params": params_total,
+        "nonzero_params": nonzero,
+        "flops": flop_count,
+        "latency_ms": latency,
+        "model_size_bytes": cost.size_bytes(final_model),
+        **extra,
+        "epochs": step,
+        "train_seconds": result.seconds,
+        "samples_per_second": result.samples_per_second,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    reporter.report(step, final)
+    written = reporter.finish(final)
+    _log(log, f"final {_fmt(written)}")
+
+    out = artifacts.output_dir()
+    if out is not None:
+        architecture = models.describe(float_model, config, dataset.input_shape, dataset.num_classes)
+        architecture["compression"] = compress.summary(config)
+        architecture["quantization"] = qkind
+        report = {
+            "metrics": final, "history": history, "data": dataset.summary(),
+            "runtime": {**run_info, "latency_device": runtime.device_name(latency_device)},
+        }
+        files = artifacts.save(out, float_model=float_model, final_model=final_model, quantization=qkind,
+                               config=config, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+                               architecture=architecture, metrics=report)
+        _log(log, "wrote " + ", ".join(str(f) for f in files))
+    return written
+
+
+def describe_parameters() -> str:
+    """The parameter table as JSON (``python -m kubenas_trial --list-parameters``)."""
+    from kubenas_trial.config import SPECS
+
+    table = {name: {"type": spec.kind.__name__, "default": spec.default, "help": spec.help,
+                    **({"choices": list(spec.choices)} if spec.choices else {}),
+                    **({"min": spec.min} if spec.min is not None else {}),
+                    **({"max": spec.max} if spec.max is not None else {})}
+             for name, spec in SPECS.items()}
+    return json.dumps(table, indent=2)
