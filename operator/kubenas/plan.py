@@ -13,7 +13,7 @@ Trial objects are the record: a trial that exists (even with no status yet) coun
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -115,7 +115,6 @@ class _Decision:
     outcome: _Outcome | None
     creates: tuple[CreateTrial, ...] = ()
     stops: tuple[StopTrial, ...] = ()
-    early_stopping: frozenset[str] = field(default_factory=frozenset)
 
 
 # --------------------------------------------------------------------------- plan
@@ -232,7 +231,7 @@ def _decide(
                 trials,
                 spec,
             )
-    return _Decision(outcome, creates=creates, stops=tuple(stopping.values()), early_stopping=frozenset(stopping))
+    return _Decision(outcome, creates=creates, stops=tuple(stopping.values()))
 
 
 def _success(
