@@ -7,37 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from kubenas import api
-
-try:
-    from kubenas import objective as _objective  # noqa: F401
-except ImportError:  # TEMPORARY until kubenas.objective lands: the contract's single-metric semantics.
-    import sys
-    import types
-
-    def _value(obj: api.Objective, metrics: Any) -> float | None:
-        return metrics.get(obj.objective_metrics()[0].name)
-
-    def _best(obj: api.Objective, trials: Any) -> api.Trial | None:
-        done = [t for t in trials if t.phase == api.TrialPhase.SUCCEEDED and _value(obj, t.status.metrics) is not None]
-        sign = 1 if obj.objective_metrics()[0].goal == api.Goal.MAXIMIZE else -1
-        return max(done, key=lambda t: sign * _value(obj, t.status.metrics), default=None)
-
-    def _reached(obj: api.Objective, trials: Any) -> api.Trial | None:
-        best = _best(obj, trials)
-        if best is None or obj.target_value is None:
-            return None
-        value, maximize = _value(obj, best.status.metrics), obj.objective_metrics()[0].goal == api.Goal.MAXIMIZE
-        return best if (value >= obj.target_value if maximize else value <= obj.target_value) else None
-
-    _stub = types.ModuleType("kubenas.objective")
-    _stub.scalar_value = _value  # type: ignore[attr-defined]
-    _stub.best_trial = _best  # type: ignore[attr-defined]
-    _stub.reached_target = _reached  # type: ignore[attr-defined]
-    _stub.pareto_front = lambda obj, trials, limit=50: []  # type: ignore[attr-defined]
-    sys.modules["kubenas.objective"] = _stub
-
-from kubenas import plan
+from kubenas import api, plan
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 EARLIER = NOW - timedelta(minutes=10)
@@ -89,12 +59,13 @@ def experiment(
     stopping: str = "none",
     generation: int | None = 1,
     status: api.ExperimentStatus | None = None,
+    objective: dict[str, Any] | None = None,
 ) -> api.Experiment:
     return api.Experiment.model_validate(
         {
             "metadata": {"name": "exp", "generation": generation},
             "spec": {
-                "objective": {"metric": "accuracy", "goal": goal.value, "targetValue": target},
+                "objective": objective or {"metric": "accuracy", "goal": goal.value, "targetValue": target},
                 "parameters": [{"name": "x", "type": "int", "min": 0, "max": 1000}],
                 "budget": {
                     "maxTrials": max_trials,
@@ -373,6 +344,31 @@ def test_export_follows_a_late_better_result() -> None:
 
 
 # --------------------------------------------------------------------------- status
+
+
+PARETO = {
+    "metrics": [{"name": "accuracy", "goal": "maximize"}, {"name": "latency", "goal": "minimize"}],
+    "strategy": "pareto",
+}
+
+
+def measured(index: int, accuracy: float, latency: float) -> api.Trial:
+    t = ok(index, accuracy)
+    metrics = {"accuracy": accuracy, "latency": latency}
+    return t.model_copy(update={"status": t.status.model_copy(update={"metrics": metrics})})
+
+
+def test_pareto_objective_puts_the_front_in_the_status() -> None:
+    trials = [measured(0, 0.9, 5.0), measured(1, 0.8, 1.0), measured(2, 0.7, 3.0), measured(3, 0.95, 9.0)]
+    result = run(experiment(objective=PARETO), trials)
+    assert [s.name for s in result.status.pareto_front] == ["exp-3", "exp-0", "exp-1"]
+    assert result.of_type(plan.ExportBest)[0].trial.name == "exp-3"
+
+
+def test_pareto_front_in_the_status_is_bounded() -> None:
+    trials = [measured(i, i / 100, float(i)) for i in range(80)]
+    result = run(experiment(objective=PARETO, max_trials=100), trials)
+    assert len(result.status.pareto_front) == api.MAX_PARETO_FRONT
 
 
 def test_status_counts_progress_and_best() -> None:
