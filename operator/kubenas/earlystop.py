@@ -16,13 +16,51 @@ so the planner can re-ask on every reconcile and get the same answer.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from kubenas import api
 
 Curve = Sequence[api.CurvePoint]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A curve sorted by step, with prefix sums: each question is a binary search."""
+
+    steps: tuple[int, ...]
+    values: tuple[float, ...]
+    sums: tuple[float, ...]  # sums[k] = sum of the first k values
+
+    @classmethod
+    def of(cls, curve: Curve) -> _Prepared:
+        points = sorted(curve, key=lambda p: p.step)
+        sums = [0.0]
+        for p in points:
+            sums.append(sums[-1] + p.value)
+        return cls(tuple(p.step for p in points), tuple(p.value for p in points), tuple(sums))
+
+    @property
+    def last_step(self) -> int | None:
+        return self.steps[-1] if self.steps else None
+
+    def reached(self, step: int) -> bool:
+        """Reported at or before ``step`` and went on to ``step`` or beyond."""
+        return bool(self.steps) and self.steps[0] <= step <= self.steps[-1]
+
+    def average_to(self, step: int) -> float:
+        k = bisect_right(self.steps, step)
+        return self.sums[k] / k
+
+    def value_at(self, step: int) -> float:
+        """The value last reported at or before ``step`` (curves may be thinned out)."""
+        return self.values[max(bisect_right(self.steps, step) - 1, 0)]
+
+    def best(self, goal: api.Goal) -> float:
+        return max(self.values) if goal == api.Goal.MAXIMIZE else min(self.values)
 
 
 def judge(rule: api.EarlyStopping, trial: api.Trial, others: Sequence[api.Trial], goal: api.Goal) -> str | None:
@@ -34,15 +72,34 @@ def judge(rule: api.EarlyStopping, trial: api.Trial, others: Sequence[api.Trial]
         others: every other trial of the experiment (any phase; the rule picks what it uses).
         goal: direction of the curve's metric.
     """
-    others = [o for o in others if o.name != trial.name]
-    if rule.rule == api.StoppingRule.MEDIAN:
-        reference = [o.status.curve for o in others if o.phase == api.TrialPhase.SUCCEEDED]
-        return percentile_rule(trial.status.curve, reference, goal, 50.0, rule.min_epochs, rule.min_trials)
-    if rule.rule == api.StoppingRule.ASHA:
-        return asha_rule(
-            trial.status.curve, [o.status.curve for o in others], goal, rule.min_epochs, rule.reduction_factor
-        )
-    return None
+    everyone = [trial, *(o for o in others if o.name != trial.name)]
+    return judge_all(rule, everyone, goal, names=[trial.name]).get(trial.name)
+
+
+def judge_all(
+    rule: api.EarlyStopping, trials: Sequence[api.Trial], goal: api.Goal, names: Sequence[str] | None = None
+) -> dict[str, str]:
+    """``judge`` for each running trial of ``trials`` (or each one named), curves prepared once.
+
+    Returns:
+        The trials to stop, each with why.
+    """
+    if rule.rule == api.StoppingRule.NONE:
+        return {}
+    unique = {t.name: t for t in trials}
+    prepared = {name: _Prepared.of(t.status.curve) for name, t in unique.items()}
+    judged = names if names is not None else [n for n, t in unique.items() if t.phase == api.TrialPhase.RUNNING]
+    stops: dict[str, str] = {}
+    for name in judged:
+        if rule.rule == api.StoppingRule.MEDIAN:
+            reference = [c for n, c in prepared.items() if n != name and unique[n].phase == api.TrialPhase.SUCCEEDED]
+            why = _percentile(prepared[name], reference, goal, 50.0, rule.min_epochs, rule.min_trials)
+        else:
+            others = [c for n, c in prepared.items() if n != name]
+            why = _asha(prepared[name], others, goal, rule.min_epochs, rule.reduction_factor)
+        if why is not None:
+            stops[name] = why
+    return stops
 
 
 def should_stop(rule: api.EarlyStopping, trial: api.Trial, others: Sequence[api.Trial], goal: api.Goal) -> bool:
@@ -66,18 +123,30 @@ def percentile_rule(
     Raises:
         ValueError: ``percentile`` is outside [0, 100] or ``min_trials`` < 1.
     """
+    return _percentile(
+        _Prepared.of(curve), [_Prepared.of(c) for c in reference], goal, percentile, min_step, min_trials
+    )
+
+
+def _percentile(
+    curve: _Prepared,
+    reference: Sequence[_Prepared],
+    goal: api.Goal,
+    percentile: float,
+    min_step: int,
+    min_trials: int,
+) -> str | None:
     if not 0.0 <= percentile <= 100.0:
         raise ValueError(f"percentile must be within [0, 100], got {percentile}")
     if min_trials < 1:
         raise ValueError(f"min_trials must be at least 1, got {min_trials}")
-    points = _sorted(curve)
-    if not points or points[-1].step < min_step:
+    step = curve.last_step
+    if step is None or step < min_step:
         return None
-    step = points[-1].step
-    averages = [_running_average(c, step) for c in reference if _reached(c, step)]
+    averages = [c.average_to(step) for c in reference if c.reached(step)]
     if len(averages) < min_trials:
         return None
-    best = _best(points, goal)
+    best = curve.best(goal)
     # For maximize the worst values are the low ones; for minimize, the high ones.
     q = percentile if goal == api.Goal.MAXIMIZE else 100.0 - percentile
     threshold = float(np.percentile(averages, q))
@@ -98,18 +167,20 @@ def asha_rule(
     Raises:
         ValueError: ``min_step`` < 1 or ``reduction_factor`` < 2.
     """
+    return _asha(_Prepared.of(curve), [_Prepared.of(c) for c in others], goal, min_step, reduction_factor)
+
+
+def _asha(
+    curve: _Prepared, others: Sequence[_Prepared], goal: api.Goal, min_step: int, reduction_factor: int
+) -> str | None:
     if min_step < 1 or reduction_factor < 2:
         raise ValueError(f"ASHA needs min_step >= 1 and reduction_factor >= 2, got {min_step}, {reduction_factor}")
-    points = _sorted(curve)
-    if not points or points[-1].step < min_step:
+    step = curve.last_step
+    if step is None or step < min_step:
         return None
-    rung = highest_rung(points[-1].step, min_step, reduction_factor)
-    own = _value_at(points, rung)
-    competitors = [own]
-    for other in others:
-        other_points = _sorted(other)
-        if other_points and other_points[-1].step >= rung:
-            competitors.append(_value_at(other_points, rung))
+    rung = highest_rung(step, min_step, reduction_factor)
+    own = curve.value_at(rung)
+    competitors = [own] + [o.value_at(rung) for o in others if o.last_step is not None and o.last_step >= rung]
     keep = max(1, len(competitors) // reduction_factor)
     ranked = sorted(competitors, reverse=goal == api.Goal.MAXIMIZE)
     cutoff = ranked[keep - 1]
@@ -127,35 +198,6 @@ def highest_rung(step: int, min_step: int, reduction_factor: int) -> int:
     while rung * reduction_factor <= step:
         rung *= reduction_factor
     return rung
-
-
-def _sorted(curve: Curve) -> list[api.CurvePoint]:
-    return sorted(curve, key=lambda p: p.step)
-
-
-def _reached(curve: Curve, step: int) -> bool:
-    steps = [p.step for p in curve]
-    return bool(steps) and min(steps) <= step <= max(steps)
-
-
-def _running_average(curve: Curve, step: int) -> float:
-    values = [p.value for p in curve if p.step <= step]
-    return sum(values) / len(values)
-
-
-def _best(points: Sequence[api.CurvePoint], goal: api.Goal) -> float:
-    values = [p.value for p in points]
-    return max(values) if goal == api.Goal.MAXIMIZE else min(values)
-
-
-def _value_at(points: Sequence[api.CurvePoint], step: int) -> float:
-    """The value last reported at or before ``step`` (curves may be thinned out)."""
-    value = points[0].value
-    for point in points:
-        if point.step > step:
-            break
-        value = point.value
-    return value
 
 
 def _worse(value: float, threshold: float, goal: api.Goal) -> bool:

@@ -249,17 +249,11 @@ def _success(
 
 def _early_stops(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> dict[str, StopTrial]:
     rule = spec.early_stopping
-    if rule.rule == api.StoppingRule.NONE:
-        return {}
-    goal = curve_goal(spec)
-    stops: dict[str, StopTrial] = {}
-    for trial in trials:
-        if trial.phase != api.TrialPhase.RUNNING:
-            continue
-        why = earlystop.judge(rule, trial, trials, goal)
-        if why is not None:
-            stops[trial.name] = StopTrial(trial.name, api.TrialReason.EARLY_STOPPED, f"{rule.rule.value} rule: {why}")
-    return stops
+    reasons = earlystop.judge_all(rule, trials, curve_goal(spec))
+    return {
+        name: StopTrial(name, api.TrialReason.EARLY_STOPPED, f"{rule.rule.value} rule: {why}")
+        for name, why in reasons.items()
+    }
 
 
 def curve_goal(spec: api.ExperimentSpec) -> api.Goal:

@@ -153,6 +153,12 @@ def test_asha_message_names_the_rung() -> None:
     assert message == "value 0.5 at rung 1 is not in the top 1 of 4 trials that reached it (cutoff 0.9)"
 
 
+def test_judge_all_judges_running_trials_only() -> None:
+    trials = [*FINISHED, trial("slow", [0.3, 0.4, 0.55], P.RUNNING), trial("fast", [0.3, 0.4, 0.65], P.RUNNING),
+              trial("failed", [0.1, 0.1, 0.1], P.FAILED)]
+    assert list(earlystop.judge_all(median(), trials, MAX)) == ["slow"]
+
+
 def test_no_rule_never_stops() -> None:
     rule = api.EarlyStopping(rule=api.StoppingRule.NONE)
     assert not earlystop.should_stop(rule, trial("t", [0.0] * 9, P.RUNNING), FINISHED, MAX)
