@@ -199,7 +199,7 @@ EXPERIMENT_NAME_LENGTH = Rule(
     f"experiment name must be at most {MAX_EXPERIMENT_NAME_LENGTH} characters "
     "(trial names <experiment>-<n> must stay within 63)",
     "metadata.name",
-    "FieldValueTooLong",
+    "FieldValueInvalid",
 )
 EXPERIMENT_NAME_FORMAT = Rule(
     f"!has(self.metadata.name) || self.metadata.name.matches('{NAME_PATTERN}')",
