@@ -145,8 +145,10 @@ def plan(experiment: api.Experiment, trials: Sequence[api.Trial], now: datetime,
         The actions to apply and the Experiment status to write after applying them.
 
     Raises:
-        ValueError: no suggester was given but one is needed.
+        ValueError: ``now`` is naive, or no suggester was given but one is needed.
     """
+    if now.tzinfo is None:
+        raise ValueError(f"now must be timezone-aware, got {now.isoformat()}")
     spec = experiment.spec
     prev = experiment.status or api.ExperimentStatus()
     start = prev.start_time or now

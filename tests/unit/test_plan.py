@@ -472,6 +472,17 @@ def test_a_whole_experiment_runs_to_exactly_max_trials() -> None:
     assert result.status.best_trial is not None and result.status.best_trial.name == "exp-6"
 
 
+def test_naive_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        plan.plan(experiment(), [], datetime(2026, 1, 1), FakeSuggester())
+
+
+def test_finished_experiment_reevaluated_without_a_suggester_is_a_clear_error() -> None:
+    exp = experiment(generation=2, status=finished_status(api.CompletionReason.BUDGET_SPENT))
+    with pytest.raises(ValueError, match="needs a suggester"):
+        plan.plan(exp, [], NOW, None)
+
+
 # --------------------------------------------------------------------------- invalid spec
 
 
