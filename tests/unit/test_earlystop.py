@@ -159,6 +159,49 @@ def test_judge_all_judges_running_trials_only() -> None:
     assert list(earlystop.judge_all(median(), trials, MAX)) == ["slow"]
 
 
+# --------------------------------------------------------------------------- contract: every rule
+
+RULES = [pytest.param(median(min_trials=1), id="median"), pytest.param(asha(), id="asha")]
+FIELD = [trial(n, [0.2 * (i + 1), 0.2 * (i + 1) + 0.05, 0.2 * (i + 1) + 0.1]) for i, n in enumerate("abcd")]
+
+
+def negated(t: api.Trial) -> api.Trial:
+    curve = [p.model_copy(update={"value": -p.value}) for p in t.status.curve]
+    return t.model_copy(update={"status": t.status.model_copy(update={"curve": curve})})
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_rule_never_stops_a_trial_with_no_one_to_compare(rule: api.EarlyStopping) -> None:
+    assert not earlystop.should_stop(rule, trial("t", [0.0] * 30, P.RUNNING), [], MAX)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_rule_never_stops_the_leader(rule: api.EarlyStopping) -> None:
+    assert not earlystop.should_stop(rule, trial("t", [0.99] * 3, P.RUNNING), FIELD, MAX)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_rule_stops_the_laggard(rule: api.EarlyStopping) -> None:
+    assert earlystop.should_stop(rule, trial("t", [0.01] * 3, P.RUNNING), FIELD, MAX)
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("level", [0.01, 0.5, 0.99])
+def test_rule_is_symmetric_in_the_goal(rule: api.EarlyStopping, level: float) -> None:
+    t = trial("t", [level] * 3, P.RUNNING)
+    as_max = earlystop.judge(rule, t, FIELD, MAX)
+    as_min = earlystop.judge(rule, negated(t), [negated(o) for o in FIELD], MIN)
+    assert (as_max is None) == (as_min is None)
+
+
+@pytest.mark.parametrize("rule", [pytest.param(median(min_epochs=5, min_trials=1), id="median"),
+                                  pytest.param(asha(min_epochs=5), id="asha")])
+def test_rule_waits_for_min_epochs(rule: api.EarlyStopping) -> None:
+    long_field = [trial(n, [0.9] * 9) for n in "abcd"]
+    assert not earlystop.should_stop(rule, trial("t", [0.01] * 4, P.RUNNING), long_field, MAX)
+    assert earlystop.should_stop(rule, trial("t", [0.01] * 5, P.RUNNING), long_field, MAX)
+
+
 def test_no_rule_never_stops() -> None:
     rule = api.EarlyStopping(rule=api.StoppingRule.NONE)
     assert not earlystop.should_stop(rule, trial("t", [0.0] * 9, P.RUNNING), FINISHED, MAX)
