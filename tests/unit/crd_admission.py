@@ -48,8 +48,14 @@ def load_crd(kind: str) -> Schema:
     return yaml.safe_load((ROOT / CRD_FILES[kind]).read_text())
 
 
-def openapi_schema(kind: str) -> Schema:
+@functools.cache
+def _openapi_schema(kind: str) -> Schema:
     return load_crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def openapi_schema(kind: str) -> Schema:
+    """The committed CRD's schema (a fresh copy: callers may change it)."""
+    return copy.deepcopy(_openapi_schema(kind))
 
 
 def format_path(path: tuple[str | int, ...] | list[str | int]) -> str:
@@ -94,8 +100,13 @@ def strict_json_schema(schema: Schema) -> Schema:
     return out
 
 
-def schema_failures(manifest: Any, schema: Schema) -> list[Failure]:
-    validator = jsonschema.Draft7Validator(strict_json_schema(schema))
+@functools.cache
+def _validator(kind: str) -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(strict_json_schema(openapi_schema(kind)))
+
+
+def schema_failures(manifest: Any, kind: str) -> list[Failure]:
+    validator = _validator(kind)
     errors = sorted(validator.iter_errors(manifest), key=lambda e: list(map(str, e.absolute_path)))
     return [failure for error in errors for failure in _apiserver_style(error)]
 
@@ -228,9 +239,9 @@ def cel_failures(manifest: Any, schema: Schema, old: Any = None) -> list[Failure
 
 def admit(manifest: Any, kind: str = "Experiment", old: Any = None) -> list[Failure]:
     """The API server's answer to creating (or, with ``old``, updating) ``manifest``: [] means accepted."""
-    schema = openapi_schema(kind)
+    schema = _openapi_schema(kind)
     obj = apply_defaults(copy.deepcopy(manifest), schema)
-    failures = schema_failures(obj, schema)
+    failures = schema_failures(obj, kind)
     if failures:
         return failures
     old_obj = apply_defaults(copy.deepcopy(old), schema) if old is not None else None

@@ -1,0 +1,253 @@
+"""Every CEL rule of the CRDs, proven with cel-python: compiles, holds on valid manifests,
+refuses what it is for, stays within the API server's cost budget, and uses constant messages."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import celpy
+import pytest
+from crd_admission import RuleSite, admit, cel_failures, openapi_schema, rule_sites
+from invalid_manifests import CASES, VALID, Case, patched
+from kubenas import api, validation
+from kubenas.api import experiment, spec
+
+SITES = [site for kind in ("Experiment", "Trial") for site in rule_sites(openapi_schema(kind))]
+API_SERVER_REASONS = {"FieldValueRequired", "FieldValueForbidden", "FieldValueInvalid", "FieldValueDuplicate"}
+# The API server's static limits (k8s.io/apiextensions-apiserver validation).
+PER_RULE_COST_LIMIT = 10_000_000
+PER_CRD_COST_LIMIT = 100_000_000
+COST_PER_ITERATION = 20  # generous: a handful of field reads, comparisons and a string compare per loop
+MACRO = re.compile(r"([A-Za-z_][\w.]*(?:\[\w+\])?)\.(all|exists_one|exists|map|filter)\(\s*(\w+)\s*,")
+IN_LIST = re.compile(r"\bin\s+([A-Za-z_][\w.]*)")
+
+
+def site_id(site: RuleSite) -> str:
+    return ".".join(map(str, site.path)) + ": " + site.rule["message"][:40]
+
+
+def is_transition(site: RuleSite) -> bool:
+    return "oldSelf" in site.rule["rule"]
+
+
+def test_there_are_rules_to_prove() -> None:
+    assert len(SITES) >= 25
+
+
+@pytest.mark.parametrize("site", SITES, ids=site_id)
+def test_rule_compiles_with_a_constant_message(site: RuleSite) -> None:
+    env = celpy.Environment()
+    env.compile(site.rule["rule"])
+    assert "messageExpression" not in site.rule
+    assert site.rule["message"].strip() and not re.search(r"\bself\b|\+", site.rule["message"])
+    assert site.rule.get("reason", "FieldValueInvalid") in API_SERVER_REASONS
+
+
+def test_every_api_rule_reaches_the_crd() -> None:
+    declared = {v.expression for m in (spec, experiment) for v in vars(m).values() if isinstance(v, api.Rule)}
+    generated = {site.rule["rule"] for site in SITES}
+    assert declared == generated
+
+
+@pytest.mark.parametrize("name", sorted(VALID))
+def test_every_rule_holds_on_valid_manifests(name: str) -> None:
+    assert cel_failures(VALID[name], openapi_schema("Experiment"), old=VALID[name]) == []
+
+
+def test_every_rule_is_evaluated_by_some_valid_manifest() -> None:
+    """A rule whose node never occurs in a valid manifest is not proven to pass on one."""
+    experiment_sites = list(rule_sites(openapi_schema("Experiment")))
+    unreached = [site_id(s) for s in experiment_sites if not any(_present(doc, s.path) for doc in VALID.values())]
+    assert unreached == []
+
+
+def _present(doc: Any, path: tuple[str | int, ...]) -> bool:
+    values = [doc]
+    for part in path:
+        values = [v for value in values for v in _children(value, part)]
+    return bool(values)
+
+
+def _children(value: Any, part: str | int) -> list[Any]:
+    if part == "*":
+        return list(value.values()) if isinstance(value, dict) else list(value) if isinstance(value, list) else []
+    return [value[part]] if isinstance(value, dict) and part in value else []
+
+
+API_CASES = [c for c in CASES if c.apiserver]
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=lambda c: c.id)
+def test_invalid_manifest_is_refused_by_schema_and_cel(case: Case) -> None:
+    failures = admit(case.manifest())
+    path, words = case.api_path or case.path, case.api_words or case.words
+    assert any(f.path == path and all(w.lower() in f.message.lower() for w in words) for f in failures), failures
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=lambda c: c.id)
+def test_cel_and_kubenas_validate_give_the_same_message(case: Case) -> None:
+    cel = {f.message for f in admit(case.manifest()) if f.source == "cel"}
+    ours = {p.message for p in validation.validate_document(case.manifest())}
+    assert not cel or cel & ours, (cel, ours)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.apiserver], ids=lambda c: c.id)
+def test_operator_only_problems_pass_the_api_server(case: Case) -> None:
+    """These are what the CRD cannot express; if it ever can, move the case to the API-server set."""
+    assert admit(case.manifest()) == []
+
+
+def test_every_rule_is_broken_by_some_invalid_case() -> None:
+    messages = {f.message for case in API_CASES for f in admit(case.manifest()) if f.source == "cel"}
+    unproven = [site_id(s) for s in SITES if not is_transition(s) and s.rule["message"] not in messages]
+    assert unproven == []
+
+
+def test_transition_rules_refuse_changes_and_allow_the_rest() -> None:
+    old = VALID["pareto"]
+    changed = {
+        "spec.parameters": api.experiment.PARAMETERS_IMMUTABLE.message,
+        "spec.objective": api.experiment.OBJECTIVE_IMMUTABLE.message,
+    }
+    assert admit(patched(old, {"spec.parameters[2].max": 0.3}), old=old)[0].message == changed["spec.parameters"]
+    assert (
+        admit(
+            patched(
+                old,
+                {
+                    "spec.objective.strategy": "weighted",
+                    "spec.objective.metrics[0].weight": 1,
+                    "spec.objective.metrics[1].weight": 1,
+                },
+            ),
+            old=old,
+        )[0].message
+        == changed["spec.objective"]
+    )
+    assert admit(patched(old, {"spec.budget": {"maxTrials": 99}}), old=old) == []
+
+
+# --------------------------------------------------------------------------- static cost and bounds
+
+
+def _resolve(chain: str, env: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    parts = re.findall(r"\w+|\[\w+\]", chain)
+    node = env.get(parts[0])
+    for part in parts[1:]:
+        if node is None:
+            return None
+        if part.startswith("["):
+            node = node.get("additionalProperties") or node.get("items")
+        else:
+            node = node.get("properties", {}).get(part)
+    return node
+
+
+def _bound(node: dict[str, Any] | None) -> float:
+    if node is None:
+        return math.inf
+    return node.get("maxItems") or node.get("maxProperties") or math.inf
+
+
+def _element(node: dict[str, Any]) -> dict[str, Any]:
+    if node.get("type") == "array":
+        return node.get("items", {})
+    return {"type": "string"}  # comprehensions over a map range over its keys
+
+
+def estimated_cost(expression: str, env: dict[str, dict[str, Any]], start: int = 0, end: int | None = None) -> float:
+    """Worst-case work of ``expression[start:end]``: iterations of nested comprehensions and list ``in``."""
+    end = len(expression) if end is None else end
+    cost, position = COST_PER_ITERATION, start
+    while (match := MACRO.search(expression, position, end)) is not None:
+        body_end = _closing_paren(expression, match.end() - 1 - len(match.group(3)) - 1)
+        rng = _resolve(match.group(1), env)
+        inner = {**env, match.group(3): _element(rng or {})}
+        cost += _bound(rng) * estimated_cost(expression, inner, match.end(), body_end)
+        position = body_end
+    for match in IN_LIST.finditer(expression, start, end):
+        node = _resolve(match.group(1), env)
+        if node and node.get("type") == "array":
+            cost += _bound(node)
+    return cost
+
+
+def _closing_paren(text: str, open_index: int) -> int:
+    while text[open_index] != "(":
+        open_index += 1
+    depth = 0
+    for i in range(open_index, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return i
+    raise AssertionError(f"unbalanced: {text}")
+
+
+def cardinality(kind: str, path: tuple[str | int, ...]) -> float:
+    """How many times a rule at ``path`` can run per object (the product of enclosing list/map bounds)."""
+    node, total = openapi_schema(kind), 1.0
+    for part in path:
+        if part == "*":
+            total *= _bound(node)
+            node = node.get("items") or node.get("additionalProperties")
+        else:
+            node = node["properties"][part]
+    return total
+
+
+@pytest.mark.parametrize("kind", ["Experiment", "Trial"])
+def test_estimated_cost_is_within_the_api_server_budget(kind: str) -> None:
+    total = 0.0
+    for site in rule_sites(openapi_schema(kind)):
+        rule_cost = estimated_cost(site.rule["rule"], {"self": site.schema, "oldSelf": site.schema})
+        rule_cost *= cardinality(kind, site.path)
+        assert rule_cost <= PER_RULE_COST_LIMIT, f"{site_id(site)}: {rule_cost:.3g}"
+        total += rule_cost
+    assert total <= PER_CRD_COST_LIMIT
+
+
+def test_cost_estimate_sees_nested_comprehensions() -> None:
+    schema = {"properties": {"xs": {"type": "array", "maxItems": 10, "items": {"type": "string", "maxLength": 5}}}}
+    flat = estimated_cost("self.xs.all(x, x != '')", {"self": schema})
+    nested = estimated_cost("self.xs.all(x, self.xs.exists(y, y == x))", {"self": schema})
+    unbounded = estimated_cost("self.ys.all(y, true)", {"self": schema})
+    assert flat == COST_PER_ITERATION * 11
+    assert nested == COST_PER_ITERATION * (1 + 10 * (1 + 10))
+    assert unbounded == math.inf
+
+
+CHAIN = re.compile(r"\b([A-Za-z_]\w*(?:\.\w+|\[\w+\])+)")
+
+
+def _touched_nodes(site: RuleSite) -> list[tuple[str, dict[str, Any]]]:
+    """Schema nodes a rule reads: every prefix of every field chain in its expression."""
+    expression = site.rule["rule"]
+    env: dict[str, dict[str, Any]] = {"self": site.schema, "oldSelf": site.schema}
+    for match in MACRO.finditer(expression):
+        env[match.group(3)] = _element(_resolve(match.group(1), env) or {})
+    found = []
+    for chain in CHAIN.findall(expression):
+        parts = re.findall(r"\w+|\[\w+\]", chain)
+        if parts[0] not in env or parts[-1] in {"all", "exists", "exists_one", "map", "filter", "matches", "size"}:
+            parts = parts[:-1] if parts[0] in env else []
+        for end in range(1, len(parts) + 1):
+            node = _resolve("".join(p if p.startswith("[") else "." + p for p in parts[:end])[1:], env)
+            if node is not None and not node.get("x-kubernetes-preserve-unknown-fields"):
+                found.append((chain, node))
+    return found
+
+
+@pytest.mark.parametrize("site", SITES, ids=site_id)
+def test_everything_a_rule_touches_is_bounded(site: RuleSite) -> None:
+    unbounded = []
+    for path, node in _touched_nodes(site):
+        kind = node.get("type")
+        if kind == "array" and "maxItems" not in node:
+            unbounded.append(path)
+        if kind == "object" and "additionalProperties" in node and "maxProperties" not in node:
+            unbounded.append(path)
+        if kind == "string" and "maxLength" not in node:
+            unbounded.append(path)
+    assert unbounded == []
