@@ -1,0 +1,101 @@
+"""Every kopf decorator of the operator, in one place.
+
+Handlers translate events into reconcile requests and nothing more. There are no change
+handlers, timers, daemons or non-optional delete handlers, so kopf adds no finalizer and
+no annotations to any object: Experiments and their namespaces stay deletable while the
+operator is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+import kopf
+from kubenas import api, search, workload
+from kubenas.controller import kube, reconcile
+from kubenas.controller.scheduler import Scheduler
+from kubenas.controller.settings import Settings
+
+CHILD_LABELS = {workload.LABEL_EXPERIMENT: kopf.PRESENT}
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    ours = settings_of(memo)
+    configure(settings)
+    client = kube.Kube(lambda: memo.get("credentials"), timeout=ours.request_timeout)
+    ctx = reconcile.Context(
+        settings=ours,
+        kube=client,
+        http=aiohttp.ClientSession(),
+        suggesters=search.SuggesterCache(ours.suggester_cache_size),
+    )
+    memo.ctx = ctx
+    memo.scheduler = Scheduler(lambda key: reconcile.reconcile(ctx, key), ours.debounce_seconds, ours.retry_seconds)
+    interval = min(ours.resync_seconds, ours.metrics_poll_seconds)
+    memo.resync = asyncio.get_running_loop().create_task(memo.scheduler.resync_forever(interval))
+    logger.info("kubenas operator started (namespaces: %s)", ", ".join(ours.namespaces) or "all")
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "resync" in memo:
+        memo.resync.cancel()
+        await memo.scheduler.close()
+        await memo.ctx.kube.close()
+        await memo.ctx.http.close()
+        memo.ctx.executor.shutdown(wait=False, cancel_futures=True)
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, logger: logging.Logger, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    url = settings_of(memo).test_api_url
+    info = (
+        kopf.ConnectionInfo(server=url, insecure=True)
+        if url
+        else kopf.login_via_client(logger=logger, settings=settings)
+    )
+    if info is None:
+        raise kopf.LoginError("no Kubernetes credentials: neither in-cluster nor a kubeconfig")
+    memo.credentials = info
+    return info
+
+
+@kopf.on.event(api.GROUP, api.VERSION, "experiments")
+async def experiment_event(type: str | None, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    if type == "DELETED":
+        memo.scheduler.forget((namespace, name))
+    else:
+        memo.scheduler.request((namespace, name))
+
+
+@kopf.on.event(api.GROUP, api.VERSION, "trials", labels=CHILD_LABELS)
+@kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
+@kopf.on.event("v1", "pods", labels=CHILD_LABELS)
+async def child_event(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
+    memo.scheduler.request((namespace, labels[workload.LABEL_EXPERIMENT]))
+
+
+def settings_of(memo: kopf.Memo) -> Settings:
+    """Our settings: given by ``entrypoint.run``, or read from the environment (``kopf run -m``)."""
+    if "settings" not in memo:
+        memo.settings = Settings.from_env()
+    return memo.settings
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """kopf settings for a long-running operator (see shared notes, kopf at scale §3.8)."""
+    settings.posting.level = logging.WARNING
+    settings.watching.connect_timeout = 10
+    settings.watching.server_timeout = 600
+    settings.watching.inactivity_timeout = 70
+    settings.networking.request_timeout = 60
+    settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30, 60]
+    settings.queueing.worker_limit = None
+    selector = workload.LABEL_EXPERIMENT
+    settings.watching.label_selectors["batch", "v1", "jobs"] = selector
+    settings.watching.label_selectors["v1", "pods"] = selector
+    settings.watching.label_selectors[api.GROUP, api.VERSION, "trials"] = selector

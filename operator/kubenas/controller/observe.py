@@ -1,0 +1,164 @@
+"""What a trial's Job and Pod say about it: pure translation of observed objects.
+
+No decisions about the experiment live here, only how to read Kubernetes: which Job
+condition means what, where the exit code and termination message are, when a pod
+counts as stuck (unschedulable, image pull) so that its trial has ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from kubenas import api
+
+MAX_MESSAGE = 1024
+_IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
+
+
+class State(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    FINISHED = "Finished"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A trial as its Job and Pod show it.
+
+    Attributes:
+        state: Pending, Running or Finished (the Job is done, or stuck for good).
+        exit_code: the trial container's exit code, when it terminated.
+        result_text: the termination message (the trial's result, or a log tail).
+        backend_reason: a reason only Kubernetes knows (OOMKilled, DeadlineExceeded, ...).
+        message: a human-readable note (e.g. why a pod is still waiting).
+        pod_ip: where a running trial's metrics endpoint is.
+        pod_name: the trial's current pod.
+        start_time: when the pod (or Job) started.
+        completion_time: when the container (or Job) finished.
+        job_active: the Job still has pods to stop (delete it when the trial is over).
+    """
+
+    state: State
+    exit_code: int | None = None
+    result_text: str | None = None
+    backend_reason: api.TrialReason | None = None
+    message: str | None = None
+    pod_ip: str | None = None
+    pod_name: str | None = None
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    job_active: bool = True
+
+
+def observe(
+    job: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    now: datetime,
+    unschedulable_seconds: float,
+) -> Observation:
+    """Read a trial's Job and its Pods (any order; the newest pod counts)."""
+    status = job.get("status") or {}
+    pod = _newest(pods)
+    container = _trial_container(job, pod)
+    terminated = ((container or {}).get("state") or {}).get("terminated")
+    common = {
+        "pod_ip": (pod or {}).get("status", {}).get("podIP"),
+        "pod_name": ((pod or {}).get("metadata") or {}).get("name"),
+        "start_time": _time((pod or {}).get("status", {}).get("startTime")) or _time(status.get("startTime")),
+    }
+    done = _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet")
+    failed = _job_condition(job, "Failed") or _job_condition(job, "FailureTarget")
+    if done or failed or (pod or {}).get("status", {}).get("phase") == "Succeeded":
+        return _finished(job, failed, terminated, common)
+
+    if pod is not None:
+        stuck = _stuck(pod, container, now, unschedulable_seconds)
+        if stuck is not None:
+            reason, message = stuck
+            return Observation(State.FINISHED, backend_reason=reason, message=message, **common)
+        if pod.get("status", {}).get("phase") == "Running":
+            return Observation(State.RUNNING, **common)
+        waiting = ((container or {}).get("state") or {}).get("waiting") or {}
+        if waiting.get("reason"):
+            note = f"{waiting['reason']}: {waiting.get('message', '')}".strip(": ")
+            return Observation(State.PENDING, message=note[:MAX_MESSAGE], **common)
+    return Observation(State.PENDING, **common)
+
+
+def _finished(
+    job: Mapping[str, Any], failed: Mapping[str, Any] | None, terminated: Mapping[str, Any] | None, common: Any
+) -> Observation:
+    status = job.get("status") or {}
+    backend_reason: api.TrialReason | None = None
+    message = None
+    if failed is not None and failed.get("reason") == "DeadlineExceeded":
+        backend_reason = api.TrialReason.DEADLINE_EXCEEDED
+        message = failed.get("message")
+    if terminated is not None and terminated.get("reason") == "OOMKilled":
+        backend_reason = api.TrialReason.OOM_KILLED
+    exit_code = None if terminated is None else terminated.get("exitCode")
+    if exit_code is None and backend_reason is None and failed is not None:
+        exit_code = 1  # failed without a terminated container we could see: count it as a failure
+        message = f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}".strip(": ")
+    completion = _time((terminated or {}).get("finishedAt")) or _time(status.get("completionTime"))
+    return Observation(
+        State.FINISHED,
+        exit_code=exit_code,
+        result_text=(terminated or {}).get("message"),
+        backend_reason=backend_reason,
+        message=None if message is None else str(message)[:MAX_MESSAGE],
+        completion_time=completion,
+        job_active=bool(status.get("active")),
+        **common,
+    )
+
+
+def _stuck(
+    pod: Mapping[str, Any], container: Mapping[str, Any] | None, now: datetime, unschedulable_seconds: float
+) -> tuple[api.TrialReason, str] | None:
+    waiting = ((container or {}).get("state") or {}).get("waiting") or {}
+    if waiting.get("reason") in _IMAGE_PULL_REASONS:
+        text = f"{waiting['reason']}: {waiting.get('message', '')}".strip(": ")
+        return api.TrialReason.IMAGE_PULL, text[:MAX_MESSAGE]
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if (cond.get("type"), cond.get("status"), cond.get("reason")) == ("PodScheduled", "False", "Unschedulable"):
+            since = _time(cond.get("lastTransitionTime")) or _time(pod.get("metadata", {}).get("creationTimestamp"))
+            if since is not None and (now - since).total_seconds() >= unschedulable_seconds:
+                text = f"unschedulable for {int((now - since).total_seconds())}s: {cond.get('message', '')}"
+                return api.TrialReason.UNSCHEDULABLE, text[:MAX_MESSAGE]
+    return None
+
+
+def _job_condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def _newest(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    if not pods:
+        return None
+    return max(pods, key=lambda p: (str(p.get("metadata", {}).get("creationTimestamp") or ""), p["metadata"]["name"]))
+
+
+def _trial_container(job: Mapping[str, Any], pod: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    if pod is None:
+        return None
+    containers = (((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    name = containers[0].get("name") if containers else None
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return next((s for s in statuses if s.get("name") == name), statuses[0] if statuses else None)
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None

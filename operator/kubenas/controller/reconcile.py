@@ -1,0 +1,380 @@
+"""One experiment's reconcile: observe the cluster, ask the planner, apply its actions.
+
+Everything is read fresh from the API server on each run, so the operator holds nothing
+that matters in memory: the Suggester cache is a speed-up, rebuilt from the Trials when lost.
+The decisions (how many trials, which to stop, when the experiment ends) are the planner's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import pydantic
+from kubenas import api, metrics, plan, results, search, validation, workload
+from kubenas.controller import apply, kube, observe
+from kubenas.controller.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+@dataclass
+class Context:
+    """What the handlers share: settings, clients, caches (none of it is state that matters)."""
+
+    settings: Settings
+    kube: kube.Kube
+    http: aiohttp.ClientSession
+    suggesters: search.SuggesterCache
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="plan"))
+    last_poll: dict[str, float] = field(default_factory=dict)
+    spec_problems: dict[tuple[str, int | None], str] = field(default_factory=dict)
+
+
+async def reconcile(ctx: Context, key: Key) -> bool:
+    """Reconcile experiment ``key`` (namespace, name); returns whether it is still running."""
+    namespace, name = key
+    try:
+        raw = await ctx.kube.get(kube.EXPERIMENTS, namespace, name)
+    except kube.NotFound:
+        return False
+    now = datetime.now(UTC)
+    try:
+        experiment = api.Experiment.model_validate(raw)
+    except pydantic.ValidationError as err:
+        decided = plan.invalid_plan(raw, _error_text(err), now)
+        await _apply(ctx, None, raw, [], decided)
+        await _write_experiment_status(ctx, raw, decided.status)
+        return False
+    children = await _children(ctx, experiment)
+    trials = await _observe_trials(ctx, experiment, raw, children, now)
+    await _poll_metrics(ctx, experiment, trials, children)
+    try:
+        decided = await asyncio.get_running_loop().run_in_executor(ctx.executor, _plan, ctx, experiment, trials, now)
+    except (KeyError, ValueError) as err:  # e.g. an algorithm name no optimizer has
+        decided = plan.invalid_plan(experiment, _error_text(err), now, trials)
+    status = await _apply(ctx, experiment, raw, trials, decided)
+    await _ensure_jobs(ctx, experiment, trials, children)
+    await _write_experiment_status(ctx, raw, status)
+    return not status.phase.is_finished
+
+
+@dataclass
+class _Children:
+    trials: list[dict[str, Any]]
+    jobs: dict[str, dict[str, Any]]
+    pods: dict[str, list[dict[str, Any]]]
+
+
+async def _children(ctx: Context, experiment: api.Experiment) -> _Children:
+    ns, name, uid = experiment.metadata.namespace, experiment.metadata.name, experiment.metadata.uid
+    labels = {workload.LABEL_EXPERIMENT: name}
+    trials, jobs, pods = await asyncio.gather(
+        ctx.kube.list(kube.TRIALS, ns, labels),
+        ctx.kube.list(kube.JOBS, ns, labels),
+        ctx.kube.list(kube.PODS, ns, labels),
+    )
+    trials = [t for t in trials if _owned_by(t, uid)]
+    trial_uids = {t["metadata"]["uid"]: t["metadata"]["name"] for t in trials if t["metadata"].get("uid")}
+    by_trial: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        owner = _controller_uid(job)
+        if owner in trial_uids:
+            by_trial[trial_uids[owner]] = job
+    pods_by: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods:
+        pods_by.setdefault(pod["metadata"].get("labels", {}).get(workload.LABEL_TRIAL, ""), []).append(pod)
+    return _Children(trials=trials, jobs=by_trial, pods=pods_by)
+
+
+async def _observe_trials(
+    ctx: Context, experiment: api.Experiment, exp_raw: Mapping[str, Any], children: _Children, now: datetime
+) -> list[api.Trial]:
+    trials: list[api.Trial] = []
+    for raw in sorted(children.trials, key=lambda t: t["spec"].get("index", 0)):
+        trial = api.Trial.model_validate(_trial_body(raw))
+        job = children.jobs.get(trial.name)
+        if not trial.phase.is_finished:
+            new = _observed_status(ctx, experiment, trial, job, children.pods.get(trial.name, []), now)
+            if new is not None and new != trial.status:
+                await apply.write_status(ctx.kube, kube.TRIALS, raw, new.to_wire())
+                if new.phase.is_finished:
+                    await _trial_event(ctx, exp_raw, trial.name, new)
+                trial = trial.model_copy(update={"status": new})
+        if job is not None and trial.phase.is_finished:
+            active = bool((job.get("status") or {}).get("active"))
+            if active or not experiment.spec.trial_template.retain:
+                await ctx.kube.delete(kube.JOBS, job["metadata"]["namespace"], job["metadata"]["name"])
+        trials.append(trial)
+    return trials
+
+
+def _observed_status(
+    ctx: Context,
+    experiment: api.Experiment,
+    trial: api.Trial,
+    job: Mapping[str, Any] | None,
+    pods: Sequence[Mapping[str, Any]],
+    now: datetime,
+) -> api.TrialStatus | None:
+    old = trial.status
+    if job is None:
+        if old.phase == api.TrialPhase.RUNNING:
+            return old.model_copy(
+                update={
+                    "phase": api.TrialPhase.STOPPED,
+                    "reason": api.TrialReason.JOB_DELETED,
+                    "message": "the trial's Job was deleted while it ran",
+                    "completion_time": now,
+                }
+            )
+        return None  # not created yet: _ensure_jobs creates it
+    seen = observe.observe(job, pods, now, ctx.settings.unschedulable_seconds)
+    if seen.state == observe.State.PENDING:
+        return old.model_copy(update={"phase": api.TrialPhase.PENDING, "message": seen.message})
+    start = old.start_time or seen.start_time or now
+    if seen.state == observe.State.RUNNING:
+        return old.model_copy(update={"phase": api.TrialPhase.RUNNING, "message": None, "start_time": start})
+    outcome = results.classify_finished_trial(
+        experiment.spec.objective,
+        exit_code=seen.exit_code,
+        result_text=seen.result_text,
+        backend_reason=seen.backend_reason,
+        backend_message=seen.message,
+    )
+    return old.model_copy(
+        update={
+            "phase": outcome.phase,
+            "reason": outcome.reason,
+            "message": outcome.message,
+            "metrics": dict(outcome.metrics),
+            "exit_code": seen.exit_code,
+            "start_time": start,
+            "completion_time": seen.completion_time or now,
+        }
+    )
+
+
+async def _poll_metrics(ctx: Context, experiment: api.Experiment, trials: list[api.Trial], children: _Children) -> None:
+    """Append the running trials' latest intermediate value to their curves (bounded)."""
+    spec = experiment.spec
+    curve_metric = spec.early_stopping.metric or next(iter(spec.objective.objective_metrics()), None)
+    name = curve_metric if isinstance(curve_metric, str) else getattr(curve_metric, "name", None)
+    if name is None:
+        return
+    due = []
+    clock = time.monotonic()
+    for i, trial in enumerate(trials):
+        if trial.phase != api.TrialPhase.RUNNING:
+            continue
+        last = ctx.last_poll.get(trial.metadata.uid or trial.name)
+        if last is not None and clock - last < ctx.settings.metrics_poll_seconds:
+            continue
+        ctx.last_poll[trial.metadata.uid or trial.name] = clock
+        due.append((i, trial))
+    if not due:
+        return
+    values = await asyncio.gather(*(_read(ctx, experiment, t, children) for _, t in due))
+    for (i, trial), got in zip(due, values, strict=True):
+        if got is None or got.step is None or name not in got.metrics:
+            continue
+        status = _with_point(trial.status, got.step, got.metrics[name])
+        if status != trial.status:
+            raw = next(t for t in children.trials if t["metadata"]["name"] == trial.name)
+            await apply.write_status(ctx.kube, kube.TRIALS, raw, status.to_wire())
+            trials[i] = trial.model_copy(update={"status": status})
+
+
+async def _read(
+    ctx: Context, experiment: api.Experiment, trial: api.Trial, children: _Children
+) -> metrics.TrialValues | None:
+    spec = experiment.spec.metrics
+    job = children.jobs.get(trial.name)
+    seen = observe.observe(job or {}, children.pods.get(trial.name, []), datetime.now(UTC), float("inf"))
+    timeout = ctx.settings.scrape_timeout
+    try:
+        if spec.source == api.MetricsSource.DIRECT:
+            if not seen.pod_ip:
+                return None
+            return await metrics.scrape_trial(ctx.http, f"http://{seen.pod_ip}:{spec.port}{spec.path}", timeout=timeout)
+        if ctx.settings.prometheus_url is None:
+            return None
+        label = ctx.settings.prometheus_trial_label
+        value = seen.pod_name if label == "pod" else trial.name
+        if value is None:
+            return None
+        selector = {label: value, "namespace": experiment.metadata.namespace or ""}
+        return await metrics.query_trial(ctx.http, ctx.settings.prometheus_url, selector, timeout=timeout)
+    except metrics.MetricsError as err:
+        log.debug("no metrics for %s: %s", trial.name, err)
+        return None
+
+
+def _with_point(status: api.TrialStatus, step: int, value: float) -> api.TrialStatus:
+    curve = list(status.curve)
+    if curve and step <= curve[-1].step:
+        return status if status.step == step else status.model_copy(update={"step": step})
+    curve.append(api.CurvePoint(step=step, value=value))
+    if len(curve) > api.MAX_CURVE_POINTS:
+        curve = curve[: len(curve) // 2 : 2] + curve[len(curve) // 2 :]  # thin the old half, keep the recent
+    return status.model_copy(update={"curve": curve, "step": step})
+
+
+def _plan(ctx: Context, experiment: api.Experiment, trials: list[api.Trial], now: datetime) -> plan.Plan:
+    key = experiment.metadata.uid or experiment.metadata.name
+    checked = (key, experiment.metadata.generation)
+    if checked not in ctx.spec_problems:
+        ctx.spec_problems[checked] = _problems_text(validation.experiment_problems(experiment.spec))
+    if ctx.spec_problems[checked]:
+        return plan.invalid_plan(experiment, ctx.spec_problems[checked], now, trials)
+    suggester = ctx.suggesters.get(key, experiment.spec) if plan.needs_suggester(experiment) else None
+    return plan.plan(experiment, trials, now, suggester)
+
+
+async def _apply(
+    ctx: Context,
+    experiment: api.Experiment | None,
+    exp_raw: Mapping[str, Any],
+    trials: list[api.Trial],
+    decided: plan.Plan,
+) -> api.ExperimentStatus:
+    """Apply the plan's actions in order; returns the status to write (with the export recorded)."""
+    status = decided.status
+    by_name = {t.name: i for i, t in enumerate(trials)}
+    for action in decided.actions:
+        if experiment is None:
+            if isinstance(action, plan.CompleteExperiment):
+                await apply.post_event(ctx.kube, exp_raw, "InvalidSpec", action.message, warning=True)
+            continue
+        if isinstance(action, plan.CreateTrial):
+            trial = await _create_trial(ctx, experiment, exp_raw, action)
+            if trial is not None:
+                trials.append(trial)
+        elif isinstance(action, plan.StopTrial) and action.name in by_name:
+            i = by_name[action.name]
+            trials[i] = await _stop_trial(ctx, exp_raw, trials[i], action)
+        elif isinstance(action, plan.ExportBest) and experiment.spec.export.config_map:
+            artifact = workload.artifact_location(experiment, action.trial.name)
+            body = apply.export_config_map(exp_raw, action.trial, artifact)
+            await apply.export_best(ctx.kube, body)
+            export = api.ExportStatus(config_map=body["metadata"]["name"], artifact=artifact)
+            status = status.model_copy(update={"export": export})
+        elif isinstance(action, plan.CompleteExperiment):
+            old_phase = (exp_raw.get("status") or {}).get("phase")
+            if old_phase != action.phase:
+                await apply.post_event(
+                    ctx.kube,
+                    exp_raw,
+                    f"Experiment{action.phase}",
+                    f"{action.reason}: {action.message}",
+                    warning=action.phase != api.ExperimentPhase.SUCCEEDED,
+                )
+    return status
+
+
+async def _create_trial(
+    ctx: Context, experiment: api.Experiment, exp_raw: Mapping[str, Any], action: plan.CreateTrial
+) -> api.Trial | None:
+    body = workload.build_trial(experiment, action.name, action.index, action.parameters)
+    try:
+        created = await apply.create_owned(ctx.kube, kube.TRIALS, body)
+    except apply.OwnedByOther as err:
+        log.warning("%s; retrying on a later reconcile", err)
+        ctx.suggesters.discard(experiment.metadata.uid or experiment.metadata.name)
+        return None
+    trial = api.Trial.model_validate(_trial_body(created))
+    await _create_job(ctx, experiment, trial)
+    params = ", ".join(f"{k}={v}" for k, v in sorted(action.parameters.items()))
+    await apply.post_event(ctx.kube, exp_raw, "TrialCreated", f"trial {action.name}: {params}")
+    return trial
+
+
+async def _create_job(ctx: Context, experiment: api.Experiment, trial: api.Trial) -> None:
+    try:
+        await apply.create_owned(ctx.kube, kube.JOBS, workload.build_job(experiment, trial))
+    except apply.OwnedByOther as err:
+        log.warning("%s; retrying on a later reconcile", err)
+
+
+async def _ensure_jobs(ctx: Context, experiment: api.Experiment, trials: list[api.Trial], children: _Children) -> None:
+    """The backstop for a crash between a Trial's create and its Job's create."""
+    listed = {t["metadata"]["name"] for t in children.trials}  # new trials got their Job in _create_trial
+    for trial in trials:
+        if trial.phase == api.TrialPhase.PENDING and trial.name in listed and trial.name not in children.jobs:
+            await _create_job(ctx, experiment, trial)
+
+
+async def _stop_trial(ctx: Context, exp_raw: Mapping[str, Any], trial: api.Trial, action: plan.StopTrial) -> api.Trial:
+    if trial.phase.is_finished:
+        return trial
+    phase = api.TrialPhase.EARLY_STOPPED if action.reason == api.TrialReason.EARLY_STOPPED else api.TrialPhase.STOPPED
+    status = trial.status.model_copy(
+        update={
+            "phase": phase,
+            "reason": action.reason,
+            "message": action.message,
+            "completion_time": datetime.now(UTC),
+        }
+    )
+    raw = {"metadata": trial.metadata.model_dump(by_alias=True), "status": trial.status.to_wire()}
+    await apply.write_status(ctx.kube, kube.TRIALS, raw, status.to_wire())
+    await ctx.kube.delete(kube.JOBS, trial.metadata.namespace, trial.name)
+    await _trial_event(ctx, exp_raw, trial.name, status)
+    return trial.model_copy(update={"status": status})
+
+
+async def _trial_event(ctx: Context, exp_raw: Mapping[str, Any], name: str, status: api.TrialStatus) -> None:
+    reason = {
+        api.TrialPhase.SUCCEEDED: "TrialSucceeded",
+        api.TrialPhase.FAILED: "TrialFailed",
+        api.TrialPhase.EARLY_STOPPED: "TrialEarlyStopped",
+    }.get(status.phase, "TrialStopped")
+    detail = ", ".join(f"{k}={v:.6g}" for k, v in sorted(status.metrics.items())[:8])
+    message = f"trial {name}: {status.reason}: {status.message or ''}".rstrip(": ")
+    if detail and status.phase == api.TrialPhase.SUCCEEDED:
+        message = f"trial {name}: {detail}"
+    await apply.post_event(ctx.kube, exp_raw, reason, message, warning=status.phase == api.TrialPhase.FAILED)
+
+
+async def _write_experiment_status(ctx: Context, raw: Mapping[str, Any], status: api.ExperimentStatus) -> None:
+    old = raw.get("status") or {}
+    with contextlib.suppress(pydantic.ValidationError):
+        old = api.ExperimentStatus.model_validate(old).to_wire()
+    new = status.to_wire()
+    patch = apply.status_patch(raw.get("status"), new) if old != new else None
+    if patch is not None:
+        meta = raw["metadata"]
+        await ctx.kube.patch(kube.EXPERIMENTS, meta["namespace"], meta["name"], {"status": patch}, subresource="status")
+
+
+def _error_text(err: Exception) -> str:
+    if isinstance(err, pydantic.ValidationError):
+        return _problems_text(validation.pydantic_problems(err))
+    return str(err)[:1024]
+
+
+def _problems_text(problems: Sequence[validation.Problem]) -> str:
+    return "; ".join(f"{p.path}: {p.message}" if p.path else p.message for p in problems[:5])[:1024]
+
+
+def _trial_body(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: raw[k] for k in ("apiVersion", "kind", "metadata", "spec", "status") if k in raw}
+
+
+def _owned_by(obj: Mapping[str, Any], uid: str | None) -> bool:
+    return uid is not None and _controller_uid(obj) == uid
+
+
+def _controller_uid(obj: Mapping[str, Any]) -> str | None:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return next((r.get("uid") for r in refs if r.get("controller")), refs[0].get("uid") if refs else None)

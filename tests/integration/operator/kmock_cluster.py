@@ -1,0 +1,312 @@
+"""The test's half of the cluster: an API emulator with server-side metadata, and a fake kubelet.
+
+kmock stores objects but assigns no uid, resourceVersion, creationTimestamp or generation
+and has no Job controller, scheduler, kubelet or garbage collector. ``Emulator`` adds the
+metadata (and optimistic concurrency on merge patches that carry a resourceVersion);
+``Kubelet`` plays the Job controller, scheduler, kubelet and garbage collector for trial Jobs,
+ending each trial as a test-supplied ``behaviour`` says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+from kmock._internal.k8s import KubernetesError
+from kubenas import api
+
+NAMESPACE = "team"
+RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
+    f"{api.GROUP}/{api.VERSION}/experiments": ("Experiment", True, {"status"}),
+    f"{api.GROUP}/{api.VERSION}/trials": ("Trial", True, {"status"}),
+    "batch/v1/jobs": ("Job", True, {"status"}),
+    "v1/pods": ("Pod", True, {"status"}),
+    "v1/configmaps": ("ConfigMap", True, set()),
+    "v1/events": ("Event", True, set()),
+    "v1/namespaces": ("Namespace", False, set()),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, set()),
+}
+VERBS = {"list", "watch", "get", "patch", "create", "delete", "update"}
+
+
+def now_iso(delta: float = 0.0) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=delta)).isoformat().replace("+00:00", "Z")
+
+
+class Emulator(kmock.KubernetesEmulator):
+    """kmock plus what an API server adds: uid, resourceVersion, creationTimestamp, generation.
+
+    A merge patch that names a stale ``metadata.resourceVersion`` gets 409 Conflict.
+    ``fail_creates`` maps a plural to a count of POSTs to refuse with 500 (crash points).
+    """
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._versions = itertools.count(1)
+        self.fail_creates: dict[str, int] = {}
+        for path, (kind, namespaced, subresources) in RESOURCES.items():
+            info = self.resources[path]
+            info.kind, info.namespaced, info.verbs, info.subresources = kind, namespaced, VERBS, subresources
+
+    async def _handle(self, request: Any) -> Any:
+        if request.resource is not None and isinstance(request.data, dict):
+            if request.action == kmock.action.CREATE:
+                plural = request.resource.plural
+                if self.fail_creates.get(plural, 0) > 0:
+                    self.fail_creates[plural] -= 1
+                    raise KubernetesError(500, "InternalError", f"injected failure creating {plural}")
+                meta = request.data.setdefault("metadata", {})
+                meta.setdefault("uid", str(uuid.uuid4()))
+                meta.setdefault("creationTimestamp", now_iso())
+                meta["resourceVersion"] = str(next(self._versions))
+                meta["generation"] = 1
+            elif request.action == kmock.action.UPDATE:
+                self._stamp_update(request)
+        return await super()._handle(request)
+
+    def _stamp_update(self, request: Any) -> None:
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return
+        current = dict(self.objects[key].raw.get("metadata") or {})
+        meta = request.data.setdefault("metadata", {}) if request.data is not None else {}
+        if not isinstance(meta, dict):
+            return
+        wanted = meta.get("resourceVersion")
+        if wanted is not None and wanted != current.get("resourceVersion"):
+            raise KubernetesError(409, "Conflict", "the object has been modified; apply to the latest version")
+        meta["resourceVersion"] = str(next(self._versions))
+        if "spec" in request.data and request.subresource is None:
+            meta["generation"] = int(current.get("generation") or 1) + 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How the fake kubelet ends a trial.
+
+    kind: ``exit`` (exit_code + message), ``oom``, ``deadline``, ``unschedulable``, ``image`` or ``hang``.
+    """
+
+    kind: str = "exit"
+    exit_code: int = 0
+    message: str = ""
+    delay: float = 0.0
+
+
+Behaviour = Callable[[dict[str, Any], dict[str, Any]], Awaitable[Outcome]]
+"""(parameters, job) -> Outcome; may run a real process."""
+
+
+def metrics_result(**values: float) -> Outcome:
+    return Outcome(message=json.dumps(values))
+
+
+class Kubelet:
+    """Plays the Job controller, scheduler, kubelet and garbage collector over HTTP.
+
+    Every Job gets one Pod; the Pod runs (podIP 127.0.0.1) until ``behaviour`` returns,
+    then the Pod and Job get the states a real cluster gives them.
+    """
+
+    def __init__(self, url: str, behaviour: Behaviour, interval: float = 0.05) -> None:
+        self.url = url.rstrip("/")
+        self.behaviour = behaviour
+        self.interval = interval
+        self.paused = False
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Kubelet:
+        self._session = aiohttp.ClientSession()
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        tasks = [t for t in [self._task, *self._running.values()] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert self._session is not None
+        await self._session.close()
+
+    async def request(self, method: str, path: str, body: Any = None, patch: bool = False) -> Any:
+        assert self._session is not None
+        headers = {"Content-Type": "application/merge-patch+json" if patch else "application/json"}
+        data = None if body is None else json.dumps(body)
+        async with self._session.request(method, self.url + path, data=data, headers=headers) as resp:
+            text = await resp.text()
+            if resp.status >= 400:
+                raise RuntimeError(f"{method} {path}: {resp.status} {text[:300]}")
+            return json.loads(text) if text else None
+
+    async def items(self, path: str) -> list[dict[str, Any]]:
+        return (await self.request("GET", path))["items"]
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(RuntimeError, aiohttp.ClientError):
+                if not self.paused:
+                    await self._tick()
+            await asyncio.sleep(self.interval)
+
+    async def _tick(self) -> None:
+        jobs = {j["metadata"]["name"]: j for j in await self.items(f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs")}
+        pods = await self.items(f"/api/v1/namespaces/{NAMESPACE}/pods")
+        for pod in pods:  # garbage collection by owner
+            if pod["metadata"]["labels"].get("job-name") not in jobs:
+                await self.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods/{pod['metadata']['name']}")
+                task = self._running.pop(pod["metadata"]["name"], None)
+                if task is not None:
+                    task.cancel()
+        have = {p["metadata"]["labels"].get("job-name") for p in pods}
+        for name, job in jobs.items():
+            if name not in have and not (job.get("status") or {}).get("conditions"):
+                pod_name = f"{name}-pod"
+                await self.request("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", _pod(job, pod_name))
+                self._running[pod_name] = asyncio.create_task(self._run(job, pod_name))
+
+    async def _run(self, job: dict[str, Any], pod_name: str) -> None:
+        template = job["spec"]["template"]
+        params = json.loads(template["metadata"]["annotations"]["kubenas.io/parameters"])
+        outcome = await self.behaviour(params, job)
+        if outcome.kind == "unschedulable":
+            await self._pod_status(pod_name, _unschedulable())
+            return
+        await self._pod_status(pod_name, _running(job))
+        if outcome.kind == "image":
+            await self._pod_status(pod_name, _waiting(job, "ImagePullBackOff", "Back-off pulling image"))
+            return
+        if outcome.kind == "hang":
+            return
+        await asyncio.sleep(outcome.delay)
+        await self.finish(job, pod_name, outcome)
+
+    async def finish(self, job: dict[str, Any], pod_name: str, outcome: Outcome) -> None:
+        name = job["metadata"]["name"]
+        if outcome.kind == "deadline":
+            await self._pod_status(pod_name, _terminated(job, 143, "Error", "", phase="Failed"))
+            cond = {
+                "type": "Failed",
+                "status": "True",
+                "reason": "DeadlineExceeded",
+                "message": "Job was active longer than specified deadline",
+            }
+            await self._job_status(name, {"conditions": [cond], "failed": 1, "active": 0})
+            return
+        code = 137 if outcome.kind == "oom" else outcome.exit_code
+        reason = "OOMKilled" if outcome.kind == "oom" else ("Completed" if code == 0 else "Error")
+        phase = "Succeeded" if code == 0 else "Failed"
+        await self._pod_status(pod_name, _terminated(job, code, reason, outcome.message, phase=phase))
+        if code == 0:
+            cond = {"type": "Complete", "status": "True"}
+            status = {"conditions": [cond], "succeeded": 1, "active": 0, "completionTime": now_iso()}
+        else:
+            cond = {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit",
+            }
+            status = {"conditions": [cond], "failed": 1, "active": 0}
+        await self._job_status(name, status)
+
+    async def _pod_status(self, pod: str, status: dict[str, Any]) -> None:
+        await self.request("PATCH", f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}/status", {"status": status}, True)
+
+    async def _job_status(self, job: str, status: dict[str, Any]) -> None:
+        path = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{job}/status"
+        await self.request("PATCH", path, {"status": status}, True)
+
+
+def _pod(job: dict[str, Any], name: str) -> dict[str, Any]:
+    template = job["spec"]["template"]
+    meta = template["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "labels": {**meta.get("labels", {}), "job-name": job["metadata"]["name"]},
+            "annotations": meta.get("annotations", {}),
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": job["metadata"]["name"],
+                    "uid": job["metadata"]["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": template["spec"],
+        "status": {"phase": "Pending"},
+    }
+
+
+def _container(job: dict[str, Any]) -> str:
+    return job["spec"]["template"]["spec"]["containers"][0]["name"]
+
+
+def _running(job: dict[str, Any]) -> dict[str, Any]:
+    state = {"running": {"startedAt": now_iso()}}
+    return {
+        "phase": "Running",
+        "podIP": "127.0.0.1",
+        "startTime": now_iso(),
+        "conditions": [{"type": "PodScheduled", "status": "True"}],
+        "containerStatuses": [{"name": _container(job), "state": state, "ready": True, "restartCount": 0}],
+    }
+
+
+def _waiting(job: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
+    state = {"waiting": {"reason": reason, "message": message}}
+    return {"phase": "Pending", "containerStatuses": [{"name": _container(job), "state": state, "ready": False}]}
+
+
+def _unschedulable() -> dict[str, Any]:
+    cond = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "lastTransitionTime": now_iso(),
+        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+    }
+    return {"phase": "Pending", "conditions": [cond]}
+
+
+def _terminated(job: dict[str, Any], code: int, reason: str, message: str, *, phase: str) -> dict[str, Any]:
+    state = {"terminated": {"exitCode": code, "reason": reason, "message": message, "finishedAt": now_iso()}}
+    return {"phase": phase, "containerStatuses": [{"name": _container(job), "state": state, "ready": False}]}
+
+
+async def run_trainer(job: dict[str, Any], extra_env: dict[str, str], timeout: float = 120) -> Outcome:
+    """Run the real trial image entry point as the pod's process; its termination file is the message."""
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    with tempfile.TemporaryDirectory() as tmp:
+        env["KUBENAS_TERMINATION_LOG"] = os.path.join(tmp, "termination-log")
+        env.pop("KUBENAS_PARAMETERS_FILE", None)  # the downward-API volume does not exist here
+        full_env = {**os.environ, **env, **extra_env}
+        argv = [sys.executable, *container.get("command", ["-m", "kubenas_trial"])[1:], *container.get("args", [])]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=full_env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), timeout)
+        path = env["KUBENAS_TERMINATION_LOG"]
+        message = Path(path).read_text() if os.path.exists(path) else err.decode()[-2000:]
+        return Outcome(exit_code=proc.returncode or 0, message=message)
