@@ -170,7 +170,7 @@ CASES = [
         {f"{PARAMS}[1].values[3]": "relu"},
         f"{PARAMS}[1].values[3]",
         ("values must be distinct",),
-        api_path=f"{PARAMS}[1].values",
+        apiserver=False,
     ),
     Case(
         "when-names-itself",

@@ -251,3 +251,26 @@ def test_everything_a_rule_touches_is_bounded(site: RuleSite) -> None:
         if kind == "string" and "maxLength" not in node:
             unbounded.append(path)
     assert unbounded == []
+
+
+def _opaque(node: dict[str, Any] | None) -> bool:
+    return bool(node and node.get("x-kubernetes-preserve-unknown-fields") and "properties" not in node)
+
+
+@pytest.mark.parametrize("site", SITES, ids=site_id)
+def test_schemaless_values_are_only_tested_for_presence_and_size(site: RuleSite) -> None:
+    """The API server cannot bound comparisons of schemaless values (a PodSpec, a parameter value):
+    a rule may ask has() or size() of them, never iterate or compare them."""
+    expression = site.rule["rule"]
+    env: dict[str, dict[str, Any]] = {"self": site.schema, "oldSelf": site.schema}
+    for match in MACRO.finditer(expression):
+        rng = _resolve(match.group(1), env) or {}
+        assert not _opaque(_element(rng)), f"iterates schemaless values: {match.group(0)}"
+        env[match.group(3)] = _element(rng)
+    for match in CHAIN.finditer(expression):
+        parts = re.findall(r"\w+|\[\w+\]", match.group(1))
+        prefixes = [
+            "".join(p if p.startswith("[") else "." + p for p in parts[:end])[1:] for end in range(2, len(parts))
+        ]
+        if any(_opaque(_resolve(prefix, env)) for prefix in prefixes):
+            assert re.search(r"\b(has|size)\($", expression[: match.start()]), f"compares schemaless {match.group(1)}"

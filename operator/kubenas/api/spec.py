@@ -23,6 +23,7 @@ from kubenas.api.base import (
     ParameterType,
     ParameterValue,
     Rule,
+    RuleViolation,
     Scale,
     StoppingRule,
     Strategy,
@@ -229,12 +230,9 @@ NO_BOUNDS_ON_CATEGORICAL = Rule(
 VALUES_ONLY_CATEGORICAL = Rule(
     "self.type == 'categorical' || !has(self.values)", "only categorical parameters take values", "values"
 )
-VALUES_DISTINCT = Rule(
-    "!has(self.values) || self.values.all(v, self.values.exists_one(w, type(w) == type(v) && w == v))",
-    "categorical values must be distinct",
-    "values",
-    "FieldValueDuplicate",
-)
+# Not a CEL rule: comparing two schemaless values costs the API server's estimator an unbounded
+# string comparison each, so a distinctness rule over `values` would get the whole CRD refused.
+VALUES_DISTINCT = "categorical values must be distinct"
 WHEN_NOT_SELF = Rule(
     "!has(self.when) || !(self.name in self.when)", "when must name another parameter, not the parameter itself", "when"
 )
@@ -253,7 +251,6 @@ class Parameter(Model):
             VALUES_REQUIRED,
             NO_BOUNDS_ON_CATEGORICAL,
             VALUES_ONLY_CATEGORICAL,
-            VALUES_DISTINCT,
             WHEN_NOT_SELF,
         )
     )
@@ -293,7 +290,7 @@ class Parameter(Model):
                 raise NO_BOUNDS_ON_CATEGORICAL.violation("min" if self.min is not None else "max")
             for i, value in enumerate(self.values):
                 if any(same_value(value, earlier) for earlier in self.values[:i]):
-                    raise VALUES_DISTINCT.violation(f"values[{i}]")
+                    raise RuleViolation(f"values[{i}]", VALUES_DISTINCT)
         if self.min is not None and self.max is not None and not self.min < self.max:
             raise MIN_BELOW_MAX.violation()
         if self.type == ParameterType.INT:
