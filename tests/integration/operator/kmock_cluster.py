@@ -57,11 +57,15 @@ class Emulator(kmock.KubernetesEmulator):
         super().__attrs_post_init__()
         self._versions = itertools.count(1)
         self.fail_creates: dict[str, int] = {}
+        self.writes: list[tuple[str, str]] = []  # (action, "plural/name") of every write
         for path, (kind, namespaced, subresources) in RESOURCES.items():
             info = self.resources[path]
             info.kind, info.namespaced, info.verbs, info.subresources = kind, namespaced, VERBS, subresources
 
     async def _handle(self, request: Any) -> Any:
+        if request.resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE):
+            name = request.name or ((request.data or {}).get("metadata") or {}).get("name")
+            self.writes.append((str(request.action.value), f"{request.resource.plural}/{name}"))
         if request.resource is not None and isinstance(request.data, dict):
             if request.action == kmock.action.CREATE:
                 plural = request.resource.plural

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -69,3 +70,140 @@ async def test_experiment_runs_to_succeeded_with_best_and_export(cluster: Emulat
         assert "ExperimentSucceeded" in reasons
         exp = await k.request("GET", f"{EXP}/exp")
         assert not exp["metadata"].get("finalizers")
+
+
+def index_of(job: dict[str, Any]) -> int:
+    return int(job["metadata"]["name"].rsplit("-", 1)[1])
+
+
+async def trials_by_name(k: Kubelet) -> dict[str, dict[str, Any]]:
+    return {t["metadata"]["name"]: t for t in await k.items(TRIALS)}
+
+
+FAILURES = [
+    ("ExitCode", Outcome(exit_code=3, message="Traceback: boom")),
+    ("OOMKilled", Outcome(kind="oom")),
+    ("DeadlineExceeded", Outcome(kind="deadline")),
+    ("Unschedulable", Outcome(kind="unschedulable")),
+    ("ImagePullBackOff", Outcome(kind="image")),
+    ("MetricsMissing", metrics_result(loss=0.1)),
+    ("InvalidResult", Outcome(message="accuracy is great")),
+]
+
+
+async def test_each_failure_kind_is_classified(cluster: Emulator, operator: Operator) -> None:
+    async def behaviour(params: dict[str, Any], job: dict[str, Any]) -> Outcome:
+        i = index_of(job)
+        return FAILURES[i][1] if i < len(FAILURES) else metrics_result(accuracy=0.5)
+
+    await operator.start()
+    async with Kubelet(str(cluster.url), behaviour) as k:
+        n = len(FAILURES)
+        await k.request(
+            "POST", EXP, experiment(budget={"maxTrials": n + 1, "parallelTrials": n + 1, "maxFailedTrials": n})
+        )
+        status = await eventually(lambda: finished(k), timeout=30)
+        trials = await trials_by_name(k)
+        for i, (reason, _) in enumerate(FAILURES):
+            t = trials[f"exp-{i}"]["status"]
+            assert (t["phase"], t["reason"]) == ("Failed", reason), t
+        assert "exit code 3" in trials["exp-0"]["status"]["message"]
+        assert trials["exp-0"]["status"]["exitCode"] == 3
+        assert "Insufficient nvidia.com/gpu" in trials["exp-3"]["status"]["message"]
+        assert status["phase"] == "Succeeded" and status["bestTrial"]["name"] == f"exp-{n}"
+        assert await k.items(JOBS) == []  # finished Jobs are cleaned up, stuck ones deleted
+        warnings = [e for e in await k.items(EVENTS) if e["reason"] == "TrialFailed"]
+        assert len(warnings) == n and all(e["type"] == "Warning" for e in warnings)
+
+
+async def test_max_failed_trials_fails_the_experiment(cluster: Emulator, operator: Operator) -> None:
+    async def behaviour(params: dict[str, Any], job: dict[str, Any]) -> Outcome:
+        return Outcome(exit_code=1) if index_of(job) < 2 else Outcome(kind="hang")
+
+    await operator.start()
+    async with Kubelet(str(cluster.url), behaviour) as k:
+        await k.request("POST", EXP, experiment(budget={"maxTrials": 10, "parallelTrials": 3, "maxFailedTrials": 1}))
+        status = await eventually(lambda: finished(k), timeout=30)
+        assert (status["phase"], status["reason"]) == ("Failed", "TooManyFailures")
+        failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+        assert failed["status"] == "True" and failed["reason"] == "TooManyFailures"
+        trials = await trials_by_name(k)
+        assert all(t["status"]["phase"] in ("Failed", "Stopped") for t in trials.values())
+        assert any(t["status"].get("reason") == "ExperimentFinished" for t in trials.values())
+        assert await eventually(lambda: _no_jobs(k))
+
+
+async def _no_jobs(k: Kubelet) -> bool:
+    return not await k.items(JOBS)
+
+
+async def test_invalid_spec_gets_valid_false_without_retry_loop(cluster: Emulator, operator: Operator) -> None:
+    await operator.start()
+    async with Kubelet(str(cluster.url), by_width) as k:
+        bad_model = experiment("bad-model", budget={"maxTrials": 4, "parallelTrials": 2, "maxFailedTrials": 3})
+        bad_model["spec"]["parameters"] = [{"name": "width", "type": "int", "min": 10, "max": 1}]
+        await k.request("POST", EXP, bad_model)
+        await k.request("POST", EXP, experiment("bad-algo", algorithm={"name": "NoSuchOptimizer"}))
+        for name, needle in [("bad-model", "parameters"), ("bad-algo", "NoSuchOptimizer")]:
+            status = await eventually(lambda name=name: finished(k, name))
+            valid = next(c for c in status["conditions"] if c["type"] == "Valid")
+            assert (status["phase"], status["reason"]) == ("Failed", "InvalidSpec")
+            assert valid["status"] == "False" and needle in valid["message"], valid
+        writes = len(cluster.writes)
+        await asyncio.sleep(1.5)  # three resync periods
+        assert cluster.writes[writes:] == []
+        assert await k.items(TRIALS) == []
+
+
+async def count(k: Kubelet, path: str) -> int:
+    return len(await k.items(path))
+
+
+async def test_spec_changes_and_suspend_take_effect(cluster: Emulator, operator: Operator) -> None:
+    gate = asyncio.Event()
+
+    async def behaviour(params: dict[str, Any], job: dict[str, Any]) -> Outcome:
+        await gate.wait()
+        return metrics_result(accuracy=params["width"] / 100)
+
+    async def patch_spec(spec: dict[str, Any]) -> None:
+        await k.request("PATCH", f"{EXP}/exp", {"spec": spec}, patch=True)
+
+    await operator.start()
+    async with Kubelet(str(cluster.url), behaviour) as k:
+        await k.request("POST", EXP, experiment(budget={"maxTrials": 6, "parallelTrials": 2}))
+        await eventually(lambda: _equals(count(k, JOBS), 2))
+        await asyncio.sleep(0.6)
+        assert await count(k, TRIALS) == 2  # parallelTrials holds
+
+        await patch_spec({"budget": {"parallelTrials": 3}})
+        await eventually(lambda: _equals(count(k, JOBS), 3))
+
+        await patch_spec({"suspend": True})
+        await eventually(lambda: _condition(k, "Suspended", "True"))
+        gate.set()  # running trials finish; no new ones start
+        await eventually(lambda: _equals(_succeeded(k), 3))
+        await asyncio.sleep(0.6)
+        assert await count(k, TRIALS) == 3
+
+        await patch_spec({"suspend": False})
+        status = await eventually(lambda: finished(k), timeout=30)
+        assert status["phase"] == "Succeeded" and status["trials"]["total"] == 6
+
+        await patch_spec({"budget": {"maxTrials": 8}})  # a finished experiment resumes for a raised budget
+        await eventually(lambda: _equals(_succeeded(k), 8), timeout=30)
+        status = await eventually(lambda: finished(k))
+        assert status["phase"] == "Succeeded" and await count(k, TRIALS) == 8
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return (await value) == expected
+
+
+async def _succeeded(k: Kubelet) -> int:
+    return sum(t.get("status", {}).get("phase") == "Succeeded" for t in await k.items(TRIALS))
+
+
+async def _condition(k: Kubelet, kind: str, value: str) -> bool:
+    conditions = (await status_of(k)).get("conditions") or []
+    return any(c["type"] == kind and c["status"] == value for c in conditions)
