@@ -146,3 +146,18 @@ def test_budget_and_suspend_may_change_after_creation() -> None:
     old = VALID["single"]
     new = patched(old, {"spec.budget.maxTrials": 50, "spec.suspend": True})
     assert admit(new, old=old) == []
+
+
+def test_reference_documents_every_field_and_rule() -> None:
+    from kubenas import api
+    from kubenas.api import experiment, spec
+
+    reference = (ROOT / "docs/reference.md").read_text(encoding="utf-8")
+    spec_schema = openapi_schema("Experiment")["properties"]["spec"]
+    fields = {path.rsplit(".", 1)[-1].replace("[*]", "") for path, _ in walk(spec_schema) if path}
+    missing = sorted(n for n in fields if not any(s in reference for s in (f"`{n}", f".{n}`", f"spec.{n}")))
+    assert missing == []
+    rules = [v for m in (spec, experiment) for v in vars(m).values() if isinstance(v, api.Rule)]
+    undocumented = [r.message for r in rules if r.message not in reference]
+    assert undocumented == []
+    assert spec.VALUES_DISTINCT in reference
