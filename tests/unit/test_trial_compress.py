@@ -1,0 +1,103 @@
+"""Pruning and int8 quantization of the trainer's models, and the cost measurements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from kubenas_trial import compress, cost
+from kubenas_trial.config import parse
+from kubenas_trial.models import build_model
+from torch import nn
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Shared CI cores: one thread avoids OpenMP spinning against other processes.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+def _cnn(**params: object) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(parse({"width": 32, **params}), (1, 8, 8), 10).eval()
+
+
+def test_global_unstructured_pruning_halves_nonzero_weights() -> None:
+    model = _cnn()
+    total, nonzero = cost.parameter_counts(model)
+    assert nonzero > 0.95 * total  # only zero-initialised biases
+    compress.apply_pruning(model, "unstructured", 0.5)
+    compress.make_permanent(model)
+    weights = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    n_weights = sum(w.numel() for w in weights)
+    assert sum(int((w == 0).sum()) for w in weights) == round(0.5 * n_weights)
+    _, after = cost.parameter_counts(model)
+    assert after <= 0.55 * nonzero
+    assert not any(name.endswith("_orig") for name, _ in model.named_parameters())  # masks folded in
+
+
+def test_structured_pruning_removes_whole_filters_but_keeps_classes() -> None:
+    model = _cnn()
+    compress.apply_pruning(model, "structured", 0.5)
+    compress.make_permanent(model)
+    for conv in (m for m in model.modules() if isinstance(m, nn.Conv2d)):
+        zero_filters = (conv.weight.flatten(1).abs().sum(1) == 0).sum().item()
+        assert zero_filters == round(conv.out_channels * 0.5)
+    assert (model.head.weight.abs().sum(1) > 0).all()
+
+
+def test_batchnorm_recalibration_restores_statistics() -> None:
+    model = _cnn()
+    x = torch.randn(64, 1, 8, 8) * 3 + 1
+    compress.recalibrate_batchnorm(model, [x[:32], x[32:]])
+    bn = model.stem[1]
+    stem_out = model.stem[0](x)
+    assert torch.allclose(bn.running_mean, stem_out.mean((0, 2, 3)), atol=1e-4)
+    assert bn.momentum == 0.1 and not model.training
+
+
+def test_static_int8_quantization_shrinks_cnn_and_keeps_predictions() -> None:
+    model = _cnn(se=True)
+    x = torch.randn(256, 1, 8, 8)
+    reference = model(x).argmax(1)
+    quantized = compress.quantize(model, "static", [x[:128], x[128:]], x[:1])
+    agreement = (quantized(x).argmax(1) == reference).float().mean().item()
+    assert agreement > 0.8
+    assert cost.size_bytes(model) >= 3 * cost.size_bytes(quantized)
+
+
+def test_dynamic_quantization_of_mlp() -> None:
+    torch.manual_seed(0)
+    model = build_model(parse({"hidden_units": 256}), (64,), 10).eval()
+    x = torch.randn(32, 64)
+    quantized = compress.quantize(model, "dynamic", [], x[:1])
+    assert torch.allclose(quantized(x), model(x), atol=0.1)
+    assert cost.size_bytes(model) >= 3 * cost.size_bytes(quantized)
+
+
+@pytest.mark.parametrize(("requested", "is_cnn", "kind"),
+                         [("int8", True, "static"), ("int8", False, "dynamic"), ("dynamic", True, "dynamic"),
+                          ("none", True, None)])
+def test_quantization_kind(requested: str, is_cnn: bool, kind: str | None) -> None:
+    assert compress.quantization_kind(requested, is_cnn) == kind
+
+
+def test_flops_of_a_linear_layer() -> None:
+    assert cost.flops(nn.Linear(30, 20), torch.randn(1, 30)) == 2 * 30 * 20
+
+
+def test_flops_grow_with_width() -> None:
+    example = torch.randn(1, 1, 8, 8)
+    assert cost.flops(_cnn(width=16), example) * 3 < cost.flops(_cnn(width=32), example)
+
+
+def test_shared_parameters_counted_once() -> None:
+    layer = nn.Linear(4, 4)
+    assert cost.parameter_counts(nn.Sequential(layer, layer)) == (20, 20)
+
+
+def test_latency_is_positive_median() -> None:
+    assert cost.latency_ms(nn.Linear(8, 8), torch.randn(1, 8), repeats=5, warmup=1) > 0
