@@ -125,58 +125,64 @@ class ExperimentSpec(Model):
 class Condition(Model):
     """A standard Kubernetes condition."""
 
-    type: str = Field(max_length=64)
-    status: str = Field(pattern=r"^(True|False|Unknown)$")
-    reason: str = Field(default="", max_length=64)
-    message: str = Field(default="", max_length=1024)
-    last_transition_time: datetime | None = None
-    observed_generation: int | None = None
+    type: str = Field(max_length=64, description="Condition type, e.g. Valid, Running, Complete.")
+    status: str = Field(pattern=r"^(True|False|Unknown)$", description="True, False or Unknown.")
+    reason: str = Field(default="", max_length=64, description="Machine-readable reason (CamelCase).")
+    message: str = Field(default="", max_length=1024, description="Human-readable detail.")
+    last_transition_time: datetime | None = Field(default=None, description="When status last changed.")
+    observed_generation: int | None = Field(default=None, description="The spec generation this describes.")
 
 
 class TrialCounts(Model):
     """How many trials are in each phase."""
 
-    total: int = 0
-    pending: int = 0
-    running: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    early_stopped: int = 0
-    stopped: int = 0
+    total: int = Field(default=0, description="Trials created so far.")
+    pending: int = Field(default=0, description="Trials waiting to run.")
+    running: int = Field(default=0, description="Trials running.")
+    succeeded: int = Field(default=0, description="Trials that reported their objective.")
+    failed: int = Field(default=0, description="Trials that failed.")
+    early_stopped: int = Field(default=0, description="Trials stopped by the early-stopping rule.")
+    stopped: int = Field(default=0, description="Trials stopped because the experiment ended.")
 
 
 class TrialSummary(Model):
     """A trial as it appears in Experiment status (best trial, Pareto front)."""
 
-    name: str
-    parameters: dict[str, ParameterValue] = Field(default_factory=dict)
-    metrics: dict[str, float] = Field(default_factory=dict)
+    name: str = Field(description="Trial name.")
+    parameters: dict[str, ParameterValue] = Field(default_factory=dict, description="Its configuration.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Its final metrics.")
     value: float | None = Field(default=None, description="Objective value (single or weighted).")
 
 
 class ExportStatus(Model):
     """What the export wrote."""
 
-    config_map: str | None = None
-    artifact: str | None = None
+    config_map: str | None = Field(default=None, description="Name of the ConfigMap holding the best result.")
+    artifact: str | None = Field(default=None, description="Path of the best trial's artifacts.")
 
 
 class ExperimentStatus(Model):
     """Observed state of an Experiment; small whatever the trial count."""
 
-    phase: ExperimentPhase = ExperimentPhase.PENDING
-    reason: str | None = Field(default=None, max_length=64)
-    message: str | None = Field(default=None, max_length=1024)
-    conditions: list[Condition] = Field(default_factory=list, max_length=MAX_CONDITIONS)
-    observed_generation: int | None = None
-    trials: TrialCounts = Field(default_factory=TrialCounts)
+    phase: ExperimentPhase = Field(
+        default=ExperimentPhase.PENDING, description="Pending, Running, Succeeded, Failed or Stopped."
+    )
+    reason: str | None = Field(default=None, max_length=64, description="Why the phase is what it is.")
+    message: str | None = Field(default=None, max_length=1024, description="Human-readable detail.")
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=MAX_CONDITIONS, description="Standard conditions (Valid, Complete, ...)."
+    )
+    observed_generation: int | None = Field(default=None, description="The spec generation last acted on.")
+    trials: TrialCounts = Field(default_factory=TrialCounts, description="Trials by phase.")
     progress: str | None = Field(default=None, description="Finished/maxTrials, e.g. 7/20.")
-    best_trial: TrialSummary | None = None
-    best_value: float | None = None
-    pareto_front: list[TrialSummary] = Field(default_factory=list, max_length=MAX_PARETO_FRONT)
-    start_time: datetime | None = None
-    completion_time: datetime | None = None
-    export: ExportStatus | None = None
+    best_trial: TrialSummary | None = Field(default=None, description="The best feasible trial so far.")
+    best_value: float | None = Field(default=None, description="Its objective value.")
+    pareto_front: list[TrialSummary] = Field(
+        default_factory=list, max_length=MAX_PARETO_FRONT, description="Pareto-optimal feasible trials (pareto)."
+    )
+    start_time: datetime | None = Field(default=None, description="When the first trial was created.")
+    completion_time: datetime | None = Field(default=None, description="When the experiment finished.")
+    export: ExportStatus | None = Field(default=None, description="What the export wrote.")
 
 
 class ObjectMeta(BaseModel):
@@ -232,8 +238,8 @@ class Experiment(Model):
 class CurvePoint(Model):
     """One intermediate value of the early-stopping metric."""
 
-    step: int
-    value: float
+    step: int = Field(description="Training step (epoch) reported.")
+    value: float = Field(description="Metric value at that step.")
 
 
 class TrialSpec(Model):
@@ -249,9 +255,11 @@ class TrialSpec(Model):
 class TrialStatus(Model):
     """Observed state of a Trial: phase, final metrics, a bounded learning curve."""
 
-    phase: TrialPhase = TrialPhase.PENDING
-    reason: TrialReason | None = None
-    message: str | None = Field(default=None, max_length=1024)
+    phase: TrialPhase = Field(
+        default=TrialPhase.PENDING, description="Pending, Running, Succeeded, Failed, EarlyStopped or Stopped."
+    )
+    reason: TrialReason | None = Field(default=None, description="Why the trial ended the way it did.")
+    message: str | None = Field(default=None, max_length=1024, description="Human-readable detail.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Final metrics.")
     curve: list[CurvePoint] = Field(
         default_factory=list,
@@ -259,11 +267,13 @@ class TrialStatus(Model):
         description="Intermediate values of the early-stopping metric by step.",
     )
     step: int | None = Field(default=None, description="Last step reported.")
-    exit_code: int | None = None
-    start_time: datetime | None = None
-    completion_time: datetime | None = None
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list, max_length=MAX_CONDITIONS)
+    exit_code: int | None = Field(default=None, description="Exit code of the trial container.")
+    start_time: datetime | None = Field(default=None, description="When the trial started running.")
+    completion_time: datetime | None = Field(default=None, description="When the trial finished.")
+    observed_generation: int | None = Field(default=None, description="The spec generation last acted on.")
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=MAX_CONDITIONS, description="Standard conditions."
+    )
 
 
 class Trial(Model):
