@@ -63,8 +63,13 @@ async def reconcile(ctx: Context, key: Key) -> bool:
         decided = await asyncio.get_running_loop().run_in_executor(ctx.executor, _plan, ctx, experiment, trials, now)
     except (KeyError, ValueError) as err:  # e.g. an algorithm name no optimizer has
         decided = plan.invalid_plan(experiment, _error_text(err), now, trials)
-    status = await _apply(ctx, experiment, raw, trials, decided)
-    await _ensure_jobs(ctx, experiment, trials, children)
+    try:
+        status = await _apply(ctx, experiment, raw, trials, decided)
+        await _ensure_jobs(ctx, experiment, trials, children)
+    except BaseException:
+        # Configurations it proposed may not have become Trials: rebuild it from the Trials next time.
+        ctx.suggesters.discard(experiment.metadata.uid or experiment.metadata.name)
+        raise
     await _write_experiment_status(ctx, raw, status)
     return not status.phase.is_finished
 
