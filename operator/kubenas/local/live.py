@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -229,9 +229,13 @@ class RichView:
                 format_value(trial.metrics.get(snapshot.metric)),
                 format_duration(now - trial.started),
             )
-        best = Panel(_best_text(snapshot), title="best so far", title_align="left", expand=True)
-        failed = f"  [red]{snapshot.failed} failed[/]" if snapshot.failed else ""
-        return Group(self.progress, table, best, failed) if failed else Group(self.progress, table, best)
+        parts: list[Any] = [self.progress]
+        if snapshot.running:
+            parts.append(table)
+        parts.append(Panel(_best_text(snapshot), title="best so far", title_align="left", expand=True))
+        if snapshot.failed:
+            parts.append(f"[red]{snapshot.failed} failed[/] (see trials/<name>/log.txt)")
+        return Group(*parts)
 
     def message(self, text: str) -> None:
         self.console.print(text, highlight=False, markup=False)

@@ -145,24 +145,24 @@ def draw_best_so_far(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> F
     figure = Figure(figsize=(8, 3.6 * len(series)), layout="constrained")
     axes = figure.subplots(len(series), 1, squeeze=False)[:, 0]
     for ax, (name, goal) in zip(axes, series, strict=True):
-        xs, ys, colours, best_x, best_y = [], [], [], [], []
+        xs, ys, grey_x, grey_y, best_x, best_y = [], [], [], [], [], []
         best: float | None = None
         for position, trial in enumerate(trials, start=1):
             value = _series_value(spec, trial, name)
             if value is not None and _feasible(spec, trial):
                 xs.append(position)
                 ys.append(value)
-                colours.append("tab:blue")
                 if best is None or (value > best if _is_max(goal) else value < best):
                     best = value
             elif value is not None:
-                xs.append(position)
-                ys.append(value)
-                colours.append("lightgray")
+                grey_x.append(position)
+                grey_y.append(value)
             if best is not None:
                 best_x.append(position)
                 best_y.append(best)
-        ax.scatter(xs, ys, c=colours, s=22, zorder=3, label="trial (grey: infeasible)")
+        ax.scatter(xs, ys, color="tab:blue", s=22, zorder=3, label="trial")
+        if grey_x:
+            ax.scatter(grey_x, grey_y, color="lightgray", marker="x", s=22, zorder=3, label="violates a constraint")
         if best_x:
             ax.step(best_x, best_y, where="post", color="tab:green", linewidth=2, label="best so far")
         unsuccessful = [i for i, t in enumerate(trials, start=1) if t.phase != api.TrialPhase.SUCCEEDED]
@@ -207,6 +207,8 @@ def draw_parameters(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Fi
             xs = [float(x) for x, _, _ in have]
             if parameter.scale == api.Scale.LOG:
                 ax.set_xscale("log")
+            elif parameter.type == api.ParameterType.INT:
+                ax.xaxis.get_major_locator().set_params(integer=True)
         ys = [v for _, v, _ in have]
         colours = ["tab:blue" if _feasible(spec, t) else "lightgray" for _, _, t in have]
         ax.scatter(xs, ys, c=colours, s=20, alpha=0.8)

@@ -36,7 +36,7 @@ from kubenas.local.processes import (
     thread_environment,
     threads_per_trial,
 )
-from kubenas.local.results import RunDirectory, RunLockedError, read_architecture, trial_record
+from kubenas.local.results import BEST_DIR, RunDirectory, RunLockedError, read_architecture, trial_record
 from kubenas.local.scrape import TrialScraper
 
 TICK_SECONDS = 0.5
@@ -76,7 +76,7 @@ def load_experiment(path: Path) -> tuple[api.Experiment, str]:
 def _validation_errors(document: dict[str, Any]) -> list[str]:
     from kubenas import validation
 
-    return [str(problem) for problem in validation.validate_document(document)]
+    return [f"{p.path}: {p.message}" if p.path else p.message for p in validation.validate_document(document)]
 
 
 class LocalRunner:
@@ -92,7 +92,9 @@ class LocalRunner:
         self.run_dir = run_dir
         self.view = view
         self.spec = experiment.spec
-        meta = experiment.metadata.model_copy(update={"uid": run_dir.uid(), "generation": 1})
+        # No generation: the planner then re-evaluates a finished run on every resume, so raising
+        # maxTrials (or maxFailedTrials, maxDuration) in the manifest continues it.
+        meta = experiment.metadata.model_copy(update={"uid": run_dir.uid(), "generation": None})
         self.experiment = experiment.model_copy(update={"metadata": meta})
         self.name = meta.name
         self.metric = self._curve_metric()
@@ -104,8 +106,8 @@ class LocalRunner:
         self.status = run_dir.load_status() or api.ExperimentStatus()
         self.suggester = search.Suggester(self.spec)
         self.threads = threads_per_trial(self.spec.budget.parallel_trials)
-        self.completion: plan.CompleteExperiment | None = None
         self.interrupted = False
+        self._best_cache: tuple[int, api.TrialSummary | None, int] | None = None
         self._template_env = self._container_env()
 
     # ------------------------------------------------------------------ setup
@@ -172,10 +174,7 @@ class LocalRunner:
         self.view.start(self.name, self.spec.budget.max_trials, finished)
         previous = _install_interrupt_handler(self)
         try:
-            if self.status.phase.is_finished:
-                self.view.message(f"{self.name} already finished ({self.status.phase}: {self.status.reason})")
-            else:
-                self._loop()
+            self._loop()
         finally:
             if self.processes:
                 self._interrupt_running()
@@ -194,7 +193,7 @@ class LocalRunner:
             self._plan_and_act()
             self._start_pending()
             self.view.update(self._snapshot())
-            if self.completion is not None and not self.processes:
+            if self.status.phase.is_finished and not self.processes:
                 return
             time.sleep(TICK_SECONDS)
 
@@ -242,20 +241,20 @@ class LocalRunner:
 
     def _plan_and_act(self) -> None:
         trials = sorted(self.trials.values(), key=lambda t: t.spec.index)
-        self.suggester.sync(trials)
         experiment = self.experiment.model_copy(update={"status": self.status})
         result = plan.plan(experiment, trials, datetime.now(UTC), self.suggester)
+        status = result.status
         for action in result.actions:
             if isinstance(action, plan.CreateTrial):
                 self._create(action)
             elif isinstance(action, plan.StopTrial):
                 self._stop(action)
             elif isinstance(action, plan.CompleteExperiment):
-                self.completion = action
+                self.view.message(f"experiment {action.phase}: {action.reason}: {action.message}")
             elif isinstance(action, plan.ExportBest):
-                self._export(action.trial)
-        if result.status != self.status:
-            self.status = result.status
+                status = status.model_copy(update={"export": self._export(action.trial)})
+        if status != self.status:
+            self.status = status
             self.run_dir.save_status(self.status)
 
     # ------------------------------------------------------------------ actions
@@ -271,7 +270,7 @@ class LocalRunner:
         """Start trials the planner created that have no process: those an interrupted run left."""
         room = self.spec.budget.parallel_trials - len(self.processes)
         for trial in sorted(self.trials.values(), key=lambda t: t.spec.index):
-            if room <= 0 or self.completion is not None:
+            if room <= 0 or self.status.phase.is_finished:
                 return
             if trial.phase == api.TrialPhase.PENDING and trial.name not in self.processes:
                 self._launch(trial)
@@ -387,8 +386,12 @@ class LocalRunner:
         self.run_dir.append_finished(trial_record(trial, value))
         self.view.trial_finished(trial, value, self._snapshot())
 
-    def _export(self, best: api.TrialSummary) -> None:
-        self.run_dir.write_best(self._best_document(best), self.run_dir.output_dir(best.name))
+    def _export(self, best: api.TrialSummary) -> api.ExportStatus:
+        """best.json and the best trial's artifacts (in best/); the status records where they went."""
+        artifacts = self.run_dir.output_dir(best.name)
+        self.run_dir.write_best(self._best_document(best), artifacts)
+        has_artifacts = artifacts.is_dir() and any(artifacts.iterdir())
+        return api.ExportStatus(artifact=str(self.run_dir.root / BEST_DIR) if has_artifacts else None)
 
     # ------------------------------------------------------------------ interruption
 
@@ -428,19 +431,32 @@ class LocalRunner:
             total=self.spec.budget.max_trials,
             running=list(self.live.values()),
             best=self._best_summary(),
-            pareto_size=len(self.status.pareto_front) if self.spec.objective.is_pareto else 0,
+            pareto_size=self._pareto_size(),
             failed=sum(1 for t in finished if t.phase == api.TrialPhase.FAILED),
         )
 
     def _best_summary(self) -> api.TrialSummary | None:
-        if self.status.best_trial is not None:
-            return self.status.best_trial
-        best = objective.best_trial(self.spec.objective, list(self.trials.values()))
-        if best is None:
-            return None
-        return api.TrialSummary(
-            name=best.name, parameters=best.spec.parameters, metrics=best.status.metrics, value=self._value(best)
-        )
+        """The best trial so far, from the trials themselves (the status lags a tick behind)."""
+        finished = sum(1 for t in self.trials.values() if t.phase.is_finished)
+        if self._best_cache is None or self._best_cache[0] != finished:
+            trials = list(self.trials.values())
+            best = objective.best_trial(self.spec.objective, trials)
+            if best is None and self.spec.objective.is_pareto:
+                front = objective.pareto_front(self.spec.objective, trials)
+                best = front[0] if front else None
+            front_size = (
+                len(objective.pareto_front(self.spec.objective, trials)) if self.spec.objective.is_pareto else 0
+            )
+            self._best_cache = (
+                finished,
+                None if best is None else plan.summarize(self.spec.objective, best),
+                front_size,
+            )
+        return self._best_cache[1]
+
+    def _pareto_size(self) -> int:
+        self._best_summary()
+        return self._best_cache[2] if self._best_cache else 0
 
     def _best_document(self, best: api.TrialSummary) -> dict[str, Any]:
         document: dict[str, Any] = {

@@ -1,0 +1,169 @@
+"""`kubenas run` end to end with a stub trial (the real SDK, no torch): results, resume, failures, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import psutil
+from conftest import records, run_kubenas, start_kubenas, stub_manifest, wait_for
+from kubenas import cli
+
+
+def live_trial_processes(run_dir: Path) -> list[psutil.Process]:
+    marker = str(run_dir.resolve())
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("KUBENAS_LOCAL_RUN") == marker and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_small_experiment_runs_to_a_best_trial_and_a_report(tmp_path: Path, write_manifest, capsys) -> None:
+    manifest = write_manifest(stub_manifest("small", max_trials=4, parallel=2))
+    result = run_kubenas("run", str(manifest), "--output", "runs", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_dir = tmp_path / "runs" / "small"
+
+    lines = records(run_dir)
+    assert sorted(r["name"] for r in lines) == ["small-0", "small-1", "small-2", "small-3"]
+    assert all(r["phase"] == "Succeeded" for r in lines)
+    # ${parameters.x} reached the args: the stub exits 4 when its --x disagrees with KUBENAS_PARAMETERS.
+    assert all(r["exitCode"] == 0 for r in lines)
+    assert all(r["curve"] and r["durationSeconds"] > 0 for r in lines)
+
+    best = json.loads((run_dir / "best.json").read_text())
+    assert best["value"] == max(r["value"] for r in lines)
+    assert best["trial"] == max(lines, key=lambda r: r["value"])["name"]
+    assert best["architecture"] == {"stub": True}
+    assert (run_dir / "best" / "architecture.json").exists()
+    for name in ("report.html", "best_so_far.png", "parameters.png", "curves.png"):
+        assert (run_dir / name).stat().st_size > 1000, name
+    assert not (run_dir / "pareto.png").exists()
+
+    # Two trials at once on this machine's CPUs: the threads were split between them.
+    log = (run_dir / "trials" / "small-0" / "log.txt").read_text()
+    expected = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert f"threads={expected}" in log
+
+    # Not a terminal: plain lines, no control sequences, and the summary a user needs.
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout
+    assert "small-3 Succeeded" in result.stdout
+    assert f"best trial {best['trial']}" in result.stdout
+    assert "report:  runs/small/report.html" in result.stdout
+
+    # The report rebuilds from the directory alone.
+    (run_dir / "report.html").unlink()
+    assert cli.main(["report", str(run_dir)]) == 0
+    assert best["trial"] in (run_dir / "report.html").read_text()
+
+    # A second run into the same directory is refused rather than mixed in.
+    assert cli.main(["run", str(manifest), "--output", str(tmp_path / "runs")]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_kill_9_of_the_runner_then_resume_runs_exactly_max_trials(tmp_path: Path, write_manifest) -> None:
+    manifest = write_manifest(
+        stub_manifest("crash", max_trials=5, parallel=2, args=["--epochs", "8", "--sleep", "0.25"])
+    )
+    run_dir = tmp_path / "runs" / "crash"
+    runner = start_kubenas("run", str(manifest), "--output", "runs", cwd=tmp_path, log=tmp_path / "first.log")
+    try:
+        wait_for(
+            lambda: len(records(run_dir)) >= 2 and len(live_trial_processes(run_dir)) >= 2, what="2 done, 2 running"
+        )
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+    finished_before = {r["name"] for r in records(run_dir)}
+    orphans = live_trial_processes(run_dir)
+    assert orphans, "trials must outlive a killed runner for this test to mean anything"
+
+    result = run_kubenas("run", str(manifest), "--output", "runs", "--resume", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "left running by the interrupted run" in result.stdout
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans)
+
+    lines = records(run_dir)
+    names = [r["name"] for r in lines]
+    assert sorted(names) == [f"crash-{i}" for i in range(5)], names  # none lost, none repeated, none extra
+    assert all(r["phase"] == "Succeeded" for r in lines)
+    assert finished_before <= set(names)
+    assert sorted(p.name for p in (run_dir / "trials").iterdir()) == sorted(names)
+    assert live_trial_processes(run_dir) == []
+    status = json.loads((run_dir / "run.json").read_text())["status"]
+    assert status["phase"] == "Succeeded" and status["trials"]["succeeded"] == 5
+
+
+def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path, write_manifest, capsys) -> None:
+    manifest = write_manifest(
+        stub_manifest("stop", max_trials=3, parallel=2, args=["--epochs", "40", "--sleep", "0.25"])
+    )
+    run_dir = tmp_path / "runs" / "stop"
+    runner = start_kubenas("run", str(manifest), "--output", "runs", cwd=tmp_path, log=tmp_path / "first.log")
+    wait_for(lambda: len(live_trial_processes(run_dir)) >= 2, what="trials running")
+    # Meanwhile a second runner on the same directory is turned away.
+    assert cli.main(["run", str(manifest), "--output", str(tmp_path / "runs"), "--resume"]) == 2
+    assert "in use by another" in capsys.readouterr().err
+    runner.send_signal(signal.SIGINT)
+    assert runner.wait(timeout=30) == 130
+    output = (tmp_path / "first.log").read_text()
+    assert "--resume" in output
+    assert live_trial_processes(run_dir) == []
+    assert records(run_dir) == []  # nothing had finished; nothing half-done was recorded as a result
+    assert json.loads((run_dir / "processes.json").read_text()) == []
+
+    manifest.write_text(manifest.read_text().replace('"40"', '"2"').replace("'40'", "'2'"))
+    result = run_kubenas("run", str(manifest), "--output", "runs", "--resume", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(r["name"] for r in records(run_dir)) == ["stop-0", "stop-1", "stop-2"]
+
+
+def test_each_failure_kind_is_classified_and_counted(tmp_path: Path, write_manifest) -> None:
+    modes = ["crash", "hang", "no-objective", "garbage"]
+    manifest = write_manifest(
+        stub_manifest(
+            "failing",
+            max_trials=4,
+            parallel=4,
+            max_failed=10,
+            deadline=4,
+            args=["--epochs", "2", "--sleep", "0.05"],
+            parameters=[{"name": "mode", "type": "categorical", "values": modes}],
+        )
+    )
+    result = run_kubenas("run", str(manifest), "--output", "runs", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    by_mode = {r["parameters"]["mode"]: r for r in records(tmp_path / "runs" / "failing")}
+    assert set(by_mode) == set(modes)
+    assert all(r["phase"] == "Failed" for r in by_mode.values())
+    assert by_mode["crash"]["reason"] == "ExitCode"
+    assert "boom" in by_mode["crash"]["message"]  # the log's last line says why
+    assert by_mode["hang"]["reason"] == "DeadlineExceeded"
+    assert by_mode["no-objective"]["reason"] == "MetricsMissing"
+    assert by_mode["garbage"]["reason"] == "InvalidResult"
+    assert "no successful trial" in result.stdout
+
+
+def test_too_many_failures_end_the_experiment(tmp_path: Path, write_manifest) -> None:
+    manifest = write_manifest(
+        stub_manifest("fragile", max_trials=6, parallel=1, max_failed=1, args=["--mode", "crash", "--sleep", "0"])
+    )
+    result = run_kubenas("run", str(manifest), "--output", "runs", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = records(tmp_path / "runs" / "fragile")
+    assert len(lines) == 2 and all(r["reason"] == "ExitCode" for r in lines)
+    assert "TooManyFailures" in result.stdout
+
+
+def test_an_invalid_manifest_is_refused_with_the_field(tmp_path: Path, write_manifest, capsys) -> None:
+    document = stub_manifest("bad")
+    document["spec"]["budget"]["maxTrials"] = 0
+    assert cli.main(["run", str(write_manifest(document)), "--output", str(tmp_path / "runs")]) == 2
+    assert "spec.budget.maxTrials" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
