@@ -297,7 +297,7 @@ class SearchSpace:
         """``values`` typed as the space types them, inactive and unknown keys dropped.
 
         Raises:
-            ValueError: an active parameter is missing or its value does not fit its type.
+            ValueError: an active parameter is missing, or its value does not fit its type or bounds.
         """
         config: Config = {}
         for d in self._dims:
@@ -305,7 +305,10 @@ class SearchSpace:
                 continue
             if d.name not in values:
                 raise ValueError(f"{d.name}: missing value")
-            config[d.name] = d.normalise(values[d.name])
+            value = d.normalise(values[d.name])
+            if not d.in_bounds(value):
+                raise ValueError(f"{d.name}: {value!r} is outside [{d.low:g}, {d.high:g}]")
+            config[d.name] = value
         return {name: config[name] for name in self._order if name in config}
 
     def encode(self, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -314,15 +317,12 @@ class SearchSpace:
         Inactive parameters get a fixed in-range value.
 
         Raises:
-            ValueError: a value is missing, of the wrong type or out of bounds.
+            ValueError: as ``normalise``.
         """
         config = self.normalise(values)
         out: dict[str, Any] = {}
         for d in self._dims:
-            value = config.get(d.name, d.default())
-            if not d.in_bounds(value):
-                raise ValueError(f"{d.name}: {value!r} is outside [{d.low:g}, {d.high:g}]")
-            out[d.name] = d.encode(value)
+            out[d.name] = d.encode(config.get(d.name, d.default()))
         return out
 
     def key(self, values: Mapping[str, Any]) -> str:
