@@ -7,44 +7,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from kubenas import api, plan
+from kubenas import api, plan, search
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 EARLIER = NOW - timedelta(minutes=10)
 P = api.TrialPhase
 E = api.ExperimentPhase
-
-
-class FakeSuggester:
-    """A Suggester over the space {x: 0 .. size-1} (unbounded when size is None), per the contract."""
-
-    def __init__(self, size: int | None = None) -> None:
-        self.size = size
-        self.told: set[str] = set()
-        self.seen: set[Any] = set()
-
-    def sync(self, trials: Sequence[api.Trial]) -> list[str]:
-        newly = []
-        for t in sorted(trials, key=lambda t: t.spec.index):
-            self.seen.add(t.spec.parameters.get("x"))
-            if t.phase.is_finished and t.name not in self.told:
-                self.told.add(t.name)
-                newly.append(t.name)
-        return newly
-
-    def ask(self, n: int) -> list[dict[str, api.ParameterValue]]:
-        configs: list[dict[str, api.ParameterValue]] = []
-        x = 0
-        while len(configs) < n and (self.size is None or x < self.size):
-            if x not in self.seen:
-                self.seen.add(x)
-                configs.append({"x": x})
-            x += 1
-        return configs
-
-    @property
-    def exhausted(self) -> bool:
-        return self.size is not None and len(self.seen) >= self.size
 
 
 def experiment(
@@ -67,6 +35,7 @@ def experiment(
             "spec": {
                 "objective": objective or {"metric": "accuracy", "goal": goal.value, "targetValue": target},
                 "parameters": [{"name": "x", "type": "int", "min": 0, "max": 1000}],
+                "algorithm": {"name": "NGOpt", "seed": 7},
                 "budget": {
                     "maxTrials": max_trials,
                     "parallelTrials": parallel,
@@ -83,12 +52,16 @@ def experiment(
 
 
 def trial(
-    index: int, phase: api.TrialPhase = P.PENDING, value: float | None = None, curve: Iterable[float] = ()
+    index: int,
+    phase: api.TrialPhase = P.PENDING,
+    value: float | None = None,
+    curve: Iterable[float] = (),
+    parameters: dict[str, api.ParameterValue] | None = None,
 ) -> api.Trial:
     metrics = {} if value is None else {"accuracy": value}
     return api.Trial(
         metadata=api.ObjectMeta(name=api.trial_name("exp", index)),
-        spec=api.TrialSpec(experiment="exp", index=index, parameters={"x": index}),
+        spec=api.TrialSpec(experiment="exp", index=index, parameters=parameters or {"x": index}),
         status=api.TrialStatus(
             phase=phase,
             metrics=metrics,
@@ -142,8 +115,17 @@ def describe(result: plan.Plan) -> list[str]:
     return lines
 
 
+def sized(exp: api.Experiment, size: int | None) -> api.Experiment:
+    """``exp`` with its space cut down to x in 0 .. size-1 (unchanged when size is None)."""
+    if size is None:
+        return exp
+    space = [api.Parameter(name="x", type=api.ParameterType.INT, min=0, max=size - 1)]
+    return exp.model_copy(update={"spec": exp.spec.model_copy(update={"parameters": space})})
+
+
 def run(exp: api.Experiment, trials: Sequence[api.Trial], size: int | None = None, now: datetime = NOW) -> plan.Plan:
-    return plan.plan(exp, trials, now, FakeSuggester(size))
+    exp = sized(exp, size)
+    return plan.plan(exp, trials, now, search.Suggester(exp.spec))
 
 
 def median_curves() -> list[api.Trial]:
@@ -439,9 +421,10 @@ def test_same_inputs_same_plan(name: str, exp: api.Experiment, trials: list[api.
 def test_applying_creates_then_replanning_creates_nothing(
     name: str, exp: api.Experiment, trials: list[api.Trial], space: int | None
 ) -> None:
-    suggester = FakeSuggester(space)
+    exp = sized(exp, space)
+    suggester = search.Suggester(exp.spec)
     first = plan.plan(exp, trials, NOW, suggester)
-    created = [trial(c.index) for c in first.of_type(plan.CreateTrial)]
+    created = [trial(c.index, parameters=dict(c.parameters)) for c in first.of_type(plan.CreateTrial)]
     again = plan.plan(exp.model_copy(update={"status": first.status}), [*trials, *created], NOW, suggester)
     assert again.of_type(plan.CreateTrial) == []
     assert again.status == first.status
@@ -450,31 +433,46 @@ def test_applying_creates_then_replanning_creates_nothing(
 def test_a_crash_between_plans_loses_nothing_and_repeats_nothing() -> None:
     """Plan, create only one of two trials (crash), rebuild the Suggester, plan again."""
     first = run(experiment(), [])
-    made = [trial(first.of_type(plan.CreateTrial)[0].index)]
-    again = run(experiment(status=first.status), made)
-    assert describe(again) == ["create exp-1"]
+    survivor = first.of_type(plan.CreateTrial)[0]
+    made = [trial(survivor.index, parameters=dict(survivor.parameters))]
+    again = run(experiment(status=first.status), made)  # a fresh Suggester, as after a restart
+    [recreated] = again.of_type(plan.CreateTrial)
+    assert recreated.name == "exp-1"
+    assert recreated.parameters != survivor.parameters
 
 
 def test_a_whole_experiment_runs_to_exactly_max_trials() -> None:
-    exp, trials, suggester = experiment(max_trials=7, parallel=3), [], FakeSuggester()
+    exp = experiment(max_trials=7, parallel=3)
+    trials: list[api.Trial] = []
+    suggester = search.Suggester(exp.spec)
     for step in range(20):
         result = plan.plan(exp, trials, NOW + timedelta(minutes=step), suggester)
         if result.status.phase.is_finished:
             break
         # The backend: create what was asked, finish the oldest running trial, start the pending ones.
-        trials += [trial(c.index) for c in result.of_type(plan.CreateTrial)]
+        trials += [trial(c.index, parameters=dict(c.parameters)) for c in result.of_type(plan.CreateTrial)]
         oldest = next((t for t in trials if t.phase == P.RUNNING), None)
-        trials = [ok(t.spec.index, t.spec.index / 10) if t is oldest else
-                  running(t.spec.index) if t.phase == P.PENDING else t for t in trials]
+        trials = [
+            with_phase(t, P.SUCCEEDED, t.spec.index / 10) if t is oldest
+            else with_phase(t, P.RUNNING) if t.phase == P.PENDING
+            else t
+            for t in trials
+        ]
         exp = exp.model_copy(update={"status": result.status})
     assert (result.status.phase, result.status.reason) == (E.SUCCEEDED, "BudgetSpent")
     assert sorted(t.spec.index for t in trials) == list(range(7))
+    assert len({t.spec.parameters["x"] for t in trials}) == 7
     assert result.status.best_trial is not None and result.status.best_trial.name == "exp-6"
+
+
+def with_phase(t: api.Trial, phase: api.TrialPhase, value: float | None = None) -> api.Trial:
+    metrics = {} if value is None else {"accuracy": value}
+    return t.model_copy(update={"status": api.TrialStatus(phase=phase, metrics=metrics)})
 
 
 def test_naive_time_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        plan.plan(experiment(), [], datetime(2026, 1, 1), FakeSuggester())
+        plan.plan(experiment(), [], datetime(2026, 1, 1), search.Suggester(experiment().spec))
 
 
 def test_finished_experiment_reevaluated_without_a_suggester_is_a_clear_error() -> None:
