@@ -508,6 +508,16 @@ def test_invalid_body_with_garbage_status_and_metadata() -> None:
     assert result.status.phase == E.FAILED
 
 
+def test_invalid_plan_for_a_parsed_experiment_keeps_its_status() -> None:
+    """The operator-only checks failed on a running experiment (e.g. an unknown algorithm)."""
+    before = run(experiment(), [ok(0, 0.7), running(1)]).status
+    result = plan.invalid_plan(experiment(status=before), "spec.algorithm.name: unknown", NOW, [ok(0, 0.7), running(1)])
+    assert describe(result) == ["stop exp-1 ExperimentFinished", "complete Failed InvalidSpec"]
+    assert result.status.best_trial == before.best_trial
+    assert result.status.start_time == before.start_time
+    assert condition(result.status, "Running") == ("False", "InvalidSpec", NOW)
+
+
 def test_fixed_spec_runs_again() -> None:
     invalid = plan.invalid_plan({"metadata": {"name": "exp", "generation": 1}}, "bad", NOW)
     result = run(experiment(generation=2, status=invalid.status), [])
