@@ -1,0 +1,37 @@
+"""The planner: one pure function from (experiment, observed trials, now) to actions and status.
+
+``plan`` decides; ``actions`` holds what it returns; ``status`` builds the Experiment status.
+Both backends import this package only (``from kubenas import plan``; ``plan.plan(...)``).
+"""
+
+from kubenas.plan.actions import (
+    Action,
+    CompleteExperiment,
+    CreateTrial,
+    ExportBest,
+    Plan,
+    StopTrial,
+    Suggester,
+    TellResult,
+)
+from kubenas.plan.planner import curve_goal, invalid_plan, needs_suggester, plan
+from kubenas.plan.status import CONDITION_TYPES, conditions, count_trials, summarize
+
+__all__ = [
+    "CONDITION_TYPES",
+    "Action",
+    "CompleteExperiment",
+    "CreateTrial",
+    "ExportBest",
+    "Plan",
+    "StopTrial",
+    "Suggester",
+    "TellResult",
+    "conditions",
+    "count_trials",
+    "curve_goal",
+    "invalid_plan",
+    "needs_suggester",
+    "plan",
+    "summarize",
+]

@@ -1,0 +1,106 @@
+"""The planner's vocabulary: the actions it returns, the Plan, and the Suggester it needs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from kubenas import api
+
+A = TypeVar("A")
+
+
+class Suggester(Protocol):
+    """What the planner needs from ``kubenas.search.Suggester``."""
+
+    def sync(self, trials: Sequence[api.Trial]) -> list[str]: ...
+
+    def ask(self, n: int) -> list[dict[str, api.ParameterValue]]: ...
+
+    @property
+    def exhausted(self) -> bool: ...
+
+
+# --------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class CreateTrial:
+    """Create Trial ``name`` (``<experiment>-<index>``) with these parameters, then its workload."""
+
+    name: str
+    index: int
+    parameters: Mapping[str, api.ParameterValue]
+
+
+@dataclass(frozen=True)
+class StopTrial:
+    """End a pending or running trial; the backend records ``reason`` as its final reason.
+
+    ``EarlyStopped`` becomes trial phase EarlyStopped; ``ExperimentFinished`` becomes Stopped.
+    """
+
+    name: str
+    reason: api.TrialReason
+    message: str
+
+
+@dataclass(frozen=True)
+class TellResult:
+    """Informational: this finished trial's result was newly told to the optimizer."""
+
+    name: str
+    phase: api.TrialPhase
+
+
+@dataclass(frozen=True)
+class CompleteExperiment:
+    """The experiment reached a terminal phase in this plan (emitted once, on the transition)."""
+
+    phase: api.ExperimentPhase
+    reason: api.CompletionReason
+    message: str
+
+
+@dataclass(frozen=True)
+class ExportBest:
+    """Export this trial as the experiment's result (ConfigMap, best.json, artifacts)."""
+
+    trial: api.TrialSummary
+
+
+Action = CreateTrial | StopTrial | TellResult | CompleteExperiment | ExportBest
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do now, and the whole Experiment status to write once it is done.
+
+    Actions come in the order to apply them: tells, stops, creates, completion, export.
+    """
+
+    actions: tuple[Action, ...]
+    status: api.ExperimentStatus
+
+    def of_type(self, kind: type[A]) -> list[A]:
+        """The actions of one kind, in order."""
+        return [a for a in self.actions if isinstance(a, kind)]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How the experiment ends (internal to the planner)."""
+
+    phase: api.ExperimentPhase
+    reason: str  # a CompletionReason, unless an older status said otherwise
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the planner decided before the status is built (internal to the planner)."""
+
+    outcome: Outcome | None
+    creates: tuple[CreateTrial, ...] = ()
+    stops: tuple[StopTrial, ...] = ()
