@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import nevergrad as ng
@@ -330,7 +332,6 @@ def test_replay_is_paced_best_first_and_completes() -> None:
     assert rebuilt.num_optimizer_tells == 10 and rebuilt.pending_replay == 40
     best = objective.best_trial(spec.objective, trials)
     assert best is not None
-    assert rebuilt.optimizer.recommend().value is not None
     best_key = rebuilt.space.key(best.spec.parameters)
     archive = rebuilt.optimizer.archive.values()
     told_keys = {rebuilt.space.key(rebuilt.space.decode(mv.parameter.value)) for mv in archive}
@@ -413,3 +414,19 @@ def test_cache_keeps_recent_suggesters_and_rebuilds_stale_ones() -> None:
     assert len(built) == 4
     with pytest.raises(ValueError):
         search.SuggesterCache(max_entries=0)
+
+
+# --------------------------------------------------------------------------- the overhead benchmark
+
+
+def test_overhead_benchmark_runs_in_quick_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "suggest_overhead.py"
+    module_spec = importlib.util.spec_from_file_location("suggest_overhead", path)
+    assert module_spec is not None and module_spec.loader is not None
+    bench = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(bench)
+    results = bench.main(["--quick", "--in-process", "--algorithm", "RandomSearch"])
+    assert [row["trials"] for row in results["scaling"]["rows"]] == [10, 30]
+    assert results["scaling"]["rebuild"]["extra_syncs"] >= 0
+    assert results["fleet"]["experiments"] == 3
+    assert "| 30 |" in capsys.readouterr().out
