@@ -133,3 +133,14 @@ def test_fashion_mnist_from_the_debian_package() -> None:
     model = build_model(config, data.input_shape, data.num_classes)
     history = Trainer(model, data, config, torch.device("cpu")).fit(1).history
     assert history[-1]["accuracy"] > 0.65
+
+
+@pytest.mark.slow
+def test_torch_compile_flag(tmp_path: Path) -> None:
+    env = {**os.environ, "KUBENAS_TERMINATION_LOG": str(tmp_path / "log"), "OMP_NUM_THREADS": "1",
+           "KUBENAS_PARAMETERS": json.dumps({"dataset": "iris", "epochs": 20, "batch_size": 16, "compile": True})}
+    env.pop("KUBENAS_OUTPUT_DIR", None)
+    done = subprocess.run([sys.executable, "-m", "kubenas_trial"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "log").read_text())["accuracy"] >= 0.8

@@ -191,8 +191,8 @@ class Trainer:
     def evaluate(self, split: str = "val", model: nn.Module | None = None) -> tuple[float, float]:
         """(loss, accuracy) on the ``val`` or ``test`` split."""
         x, y = (self.data.x_val, self.data.y_val) if split == "val" else (self.data.x_test, self.data.y_test)
-        return evaluate(model or self.forward, x, y, self.device, self.config["eval_batch_size"], self.amp,
-                        self.channels_last)
+        net = model if model is not None else self.forward
+        return evaluate(net, x, y, self.device, self.config["eval_batch_size"], self.amp, self.channels_last)
 
     def _augment(self, xb: torch.Tensor) -> torch.Tensor:
         if self.config["augment_crop"] and xb.dim() == 4:
@@ -212,7 +212,7 @@ class Trainer:
         learning rate and ``warmup=False`` skips the warm-up (both for fine-tuning), and
         ``model`` trains another view of the model (e.g. the eager one instead of the compiled one).
         """
-        net = model or self.forward
+        net = model if model is not None else self.forward
         config = self.config
         optimizer = make_optimizer(self.model, config)
         for group in optimizer.param_groups:
