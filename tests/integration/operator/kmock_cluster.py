@@ -125,8 +125,9 @@ class Kubelet:
     then the Pod and Job get the states a real cluster gives them.
     """
 
-    def __init__(self, url: str, behaviour: Behaviour, interval: float = 0.05) -> None:
+    def __init__(self, url: str, behaviour: Behaviour, interval: float = 0.05, *, running_first: bool = False) -> None:
         self.url = url.rstrip("/")
+        self.running_first = running_first  # the pod runs while ``behaviour`` does (a real process)
         self.behaviour = behaviour
         self.interval = interval
         self.paused = False
@@ -186,6 +187,8 @@ class Kubelet:
     async def _run(self, job: dict[str, Any], pod_name: str) -> None:
         template = job["spec"]["template"]
         params = json.loads(template["metadata"]["annotations"]["kubenas.io/parameters"])
+        if self.running_first:
+            await self._pod_status(pod_name, _running(job))
         outcome = await self.behaviour(params, job)
         if outcome.kind == "unschedulable":
             await self._pod_status(pod_name, _unschedulable())

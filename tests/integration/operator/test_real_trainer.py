@@ -1,0 +1,62 @@
+"""The real trainer (``python -m kubenas_trial``) as the trial pods' process, metrics scraped directly."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+import pytest
+from conftest import Operator, eventually
+from kmock_cluster import Emulator, Kubelet, Outcome, run_trainer
+from test_operator import CONFIGMAPS, EXP, TRIALS, experiment, finished
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+async def test_real_trainer_runs_as_the_pod_process(cluster: Emulator, operator: Operator) -> None:
+    port = free_port()
+
+    async def trainer(params: dict[str, Any], job: dict[str, Any]) -> Outcome:
+        return await run_trainer(job, {"KUBENAS_METRICS_ADDRESS": "127.0.0.1"})
+
+    body = experiment(
+        parameters=[
+            {"name": "hidden_units", "type": "int", "min": 4, "max": 32, "scale": "log"},
+            {"name": "lr", "type": "float", "min": 0.005, "max": 0.1, "scale": "log"},
+        ],
+        budget={"maxTrials": 2, "parallelTrials": 1, "maxFailedTrials": 0},
+        metrics={"port": port, "source": "direct"},
+    )
+    body["spec"]["objective"]["additionalMetrics"] = ["params"]
+    body["spec"]["trialTemplate"]["spec"]["containers"][0].update(
+        command=["python", "-m", "kubenas_trial"],
+        args=[
+            "--param=dataset=iris",
+            "--param=model=mlp",
+            "--param=epochs=8",
+            "--param=batch_size=16",
+            "--param=hidden_units=${parameters.hidden_units}",
+            "--param=lr=${parameters.lr}",
+        ],
+    )
+    await operator.start()
+    async with Kubelet(str(cluster.url), trainer, running_first=True) as k:
+        await k.request("POST", EXP, body)
+        status = await eventually(lambda: finished(k), timeout=150)
+        assert status["phase"] == "Succeeded", status
+        trials = await k.items(TRIALS)
+        assert len(trials) == 2
+        for t in trials:
+            assert t["status"]["phase"] == "Succeeded", t["status"]
+            assert 0.0 <= t["status"]["metrics"]["accuracy"] <= 1.0
+            assert t["status"]["metrics"]["params"] > 0
+        assert any(t["status"].get("curve") for t in trials), "no intermediate metric was scraped"
+        cm = await k.request("GET", f"{CONFIGMAPS}/exp-best")
+        best = next(t for t in trials if t["metadata"]["name"] == status["bestTrial"]["name"])
+        assert json.loads(cm["data"]["parameters.json"]) == best["spec"]["parameters"]
