@@ -104,3 +104,15 @@ def test_distillation_pulls_student_towards_teacher() -> None:
     before = agreement()
     Trainer(model, data, config, torch.device("cpu"), teacher=teacher).fit(2)
     assert agreement() > before + 0.3  # alpha 1: the labels are ignored, the teacher is followed
+
+
+def test_compile_without_a_cxx_compiler_trains_eagerly(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from kubenas_trial import runtime
+
+    monkeypatch.setattr(runtime, "has_cxx_compiler", lambda: False)
+    config = parse({"compile": True, "width": 4})
+    data = load(config)
+    trainer = Trainer(build_model(config, data.input_shape, data.num_classes), data, config, torch.device("cpu"))
+    assert not trainer.compiled and trainer.forward is trainer.model
+    assert "no C++ compiler" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,12 @@ def thread_count(requested: int) -> int:
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     limit = cpu_limit()
     return min(available, limit) if limit else available
+
+
+def has_cxx_compiler() -> bool:
+    """Whether torch.compile's CPU backend can find a C++ compiler (``CXX`` or c++/g++/clang++ on PATH)."""
+    candidates = [os.environ.get("CXX", ""), "c++", "g++", "clang++"]
+    return any(name and shutil.which(name) for name in candidates)
 
 
 def select_device(name: str) -> torch.device:

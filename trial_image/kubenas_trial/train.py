@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -172,8 +173,15 @@ class Trainer:
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self.model = model.to(device, memory_format=memory_format)
         self.forward: nn.Module = self.model
+        self.compiled = False
         if config["compile"]:
-            self.forward = torch.compile(self.model)  # type: ignore[assignment]
+            if device.type == "cpu" and not runtime.has_cxx_compiler():
+                # Inductor generates C++ on CPU; the slim image has no compiler: train eagerly.
+                print("kubenas-trial: warning: compile=true ignored, no C++ compiler for torch.compile on CPU",
+                      file=sys.stderr)
+            else:
+                self.forward = torch.compile(self.model)  # type: ignore[assignment]
+                self.compiled = True
         self.teacher = teacher.to(device).eval() if teacher is not None else None
         self.x_train = place(data.x_train, device)
         self.y_train = place(data.y_train, device)
