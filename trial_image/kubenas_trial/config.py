@@ -51,7 +51,7 @@ SPECS: dict[str, Spec] = {
     "activation": _c("relu", "activation function", ACTIVATIONS),
     "residual": Spec(bool, True, "CNN: residual connections where shapes allow"),
     "se": Spec(bool, False, "CNN: squeeze-and-excitation in every block"),
-    "share_weights": Spec(bool, False, "CNN: blocks after the first in a stage reuse its weights"),
+    "share_weights": Spec(bool, False, "CNN: blocks 2..n of a stage share one set of weights"),
     "batch_norm": Spec(bool, True, "batch normalisation after convolutions / hidden layers"),
     "dropout": Spec(float, 0.0, "dropout before the classifier (and after MLP hidden layers)", min=0.0, max=0.9),
     "hidden_layers": Spec(int, 2, "MLP: hidden layers", min=0, max=16),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -202,6 +203,11 @@ class Trainer:
         net = model if model is not None else self.forward
         return evaluate(net, x, y, self.device, self.config["eval_batch_size"], self.amp, self.channels_last)
 
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
     def _augment(self, xb: torch.Tensor) -> torch.Tensor:
         if self.config["augment_crop"] and xb.dim() == 4:
             xb = random_translate(xb, self.config["augment_crop"], self.aug_generator)
@@ -223,24 +229,28 @@ class Trainer:
         net = model if model is not None else self.forward
         config = self.config
         optimizer = make_optimizer(self.model, config)
-        for group in optimizer.param_groups:
-            group["lr"] *= lr_scale
+        peak = config["lr"] * lr_scale
         batches = self.batches()
         steps = max(len(batches), 1)
         factor = lr_factor(config if warmup else {**config, "warmup_epochs": 0.0}, epochs)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step / steps))
+        step = 0
         augment = config["augment_crop"] > 0 or config["augment_flip"]
         temperature, alpha = config["distill_temperature"], config["distill_alpha"]
         result = TrainResult()
         net.train()
         for epoch in range(epochs):
             start = time.perf_counter()
-            total = torch.zeros((), device=self.device)
-            seen = 0
+            losses: list[torch.Tensor] = []  # summed once per epoch: no extra kernels per batch
+            sizes: list[int] = []
             for xb, yb in batches:
+                # Set the scheduled rate directly: LRScheduler wraps optimizer.step, which costs per batch.
+                lr = peak * factor(step / steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                step += 1
                 if augment:
                     xb = self._augment(xb)
-                with torch.autocast(self.device.type, dtype=self.amp or torch.bfloat16, enabled=self.amp is not None):
+                with self._autocast():
                     logits = net(xb)
                     loss = self.criterion(logits, yb)
                     if self.teacher is not None:
@@ -260,14 +270,15 @@ class Trainer:
                     if config["grad_clip"] > 0:
                         nn.utils.clip_grad_norm_(self.model.parameters(), config["grad_clip"])
                     optimizer.step()
-                scheduler.step()
-                total += loss.detach() * len(yb)
-                seen += len(yb)
+                losses.append(loss.detach())
+                sizes.append(len(yb))
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             result.seconds += time.perf_counter() - start
+            seen = sum(sizes)
             result.samples += seen
-            train_loss = total.item() / max(seen, 1)
+            weights = torch.tensor(sizes, device=self.device, dtype=torch.float32)
+            train_loss = (torch.stack(losses).float() @ weights).item() / max(seen, 1) if losses else 0.0
             if not math.isfinite(train_loss):
                 raise FloatingPointError(f"training diverged in epoch {first_epoch + epoch}: loss is {train_loss}")
             val_loss, val_acc = self.evaluate("val", net)
