@@ -95,6 +95,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.networking.request_timeout = 60
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30, 60]
     settings.queueing.worker_limit = None
+    # Resources are resolved once at startup (install the CRDs first), so no cluster-wide CRD watch or RBAC.
+    settings.scanning.disabled = True
     selector = workload.LABEL_EXPERIMENT
     settings.watching.label_selectors["batch", "v1", "jobs"] = selector
     settings.watching.label_selectors["v1", "pods"] = selector
