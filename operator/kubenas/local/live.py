@@ -100,10 +100,10 @@ def _outcome(trial: api.Trial, value: float | None) -> str:
     status = trial.status
     if status.phase == api.TrialPhase.SUCCEEDED:
         return f"value={format_value(value)}"
-    detail = str(status.reason) if status.reason else ""
+    reason = str(status.reason) if status.reason and str(status.reason) != str(status.phase) else ""
     if status.message:
-        detail = f"{detail}: {status.message}" if detail else status.message
-    return detail
+        return f"{reason}: {status.message}" if reason else status.message
+    return reason
 
 
 def _best_text(snapshot: Snapshot) -> str:

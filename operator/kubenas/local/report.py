@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from kubenas import api, objective
 from kubenas.local.results import RunDirectory
@@ -160,33 +161,109 @@ def draw_best_so_far(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> F
             if best is not None:
                 best_x.append(position)
                 best_y.append(best)
-        ax.scatter(xs, ys, color="tab:blue", s=22, zorder=3, label="trial")
+        ax.scatter(xs, ys, color="tab:blue", s=22, zorder=3, label="succeeded")
         if grey_x:
             ax.scatter(grey_x, grey_y, color="lightgray", marker="x", s=22, zorder=3, label="violates a constraint")
         if best_x:
             ax.step(best_x, best_y, where="post", color="tab:green", linewidth=2, label="best so far")
-        unsuccessful = [i for i, t in enumerate(trials, start=1) if t.phase != api.TrialPhase.SUCCEEDED]
-        for position in unsuccessful:
-            phase = trials[position - 1].phase
-            ax.axvline(position, color=_PHASE_COLOURS.get(phase, "gray"), alpha=0.25, linewidth=3)
-        if unsuccessful:
-            ax.plot([], [], color="tab:orange", alpha=0.4, linewidth=3, label="early-stopped / failed (red)")
+        # Early-stopped trials at the last value they reported (not a result: the optimizer never sees it).
+        stopped = [
+            (i, t.status.curve[-1].value)
+            for i, t in enumerate(trials, start=1)
+            if t.phase == api.TrialPhase.EARLY_STOPPED and t.status.curve and name == _curve_metric(spec)
+        ]
+        _limit_to_results(ax, ys + grey_y, [v for _, v in stopped], goal)
+        low, high = ax.get_ylim()
+        if stopped:
+            inside = [(i, v) for i, v in stopped if low <= v <= high]
+            outside = [i for i, v in stopped if not low <= v <= high]
+            ax.scatter(
+                [i for i, _ in inside],
+                [v for _, v in inside],
+                facecolors="none",
+                edgecolors="tab:orange",
+                s=26,
+                zorder=3,
+                label="early-stopped (last value)",
+            )
+            edge = low if _is_max(goal) else high
+            ax.scatter(
+                outside,
+                [edge] * len(outside),
+                marker="v" if _is_max(goal) else "^",
+                color="tab:orange",
+                s=26,
+                zorder=3,
+                clip_on=False,
+                label="early-stopped, far below" if outside else None,
+            )
+        failed = [
+            i for i, t in enumerate(trials, start=1) if t.phase in (api.TrialPhase.FAILED, api.TrialPhase.STOPPED)
+        ]
+        if failed:
+            edge = low if _is_max(goal) else high
+            ax.scatter(
+                failed,
+                [edge] * len(failed),
+                marker="x",
+                color="tab:red",
+                s=30,
+                zorder=3,
+                clip_on=False,
+                label="failed / stopped",
+            )
+        ax.set_ylim(low, high)
         ax.set_xlabel("trials finished")
         ax.set_ylabel(name)
         ax.set_xlim(0.5, len(trials) + 0.5)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right" if _is_max(goal) else "upper right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
         ax.set_title(f"{name} ({goal}) by trial", fontsize=10)
     return figure
 
 
+def _curve_metric(spec: api.ExperimentSpec) -> str:
+    return spec.early_stopping.metric or spec.objective.objective_metrics()[0].name
+
+
+def _limit_to_results(ax: Axes, results: Sequence[float], others: Sequence[float], goal: api.Goal) -> None:
+    """Scale the value axis to the results, letting in other values only when they are close to them.
+
+    A trial stopped at epoch 3 with accuracy 0.3 would otherwise flatten every difference
+    among the finished trials, which is what the chart is for.
+    """
+    if not results:
+        values = list(others)
+        if values:
+            ax.set_ylim(min(values) - 0.05 * (abs(min(values)) or 1), max(values) + 0.05 * (abs(max(values)) or 1))
+        return
+    low, high = min(results), max(results)
+    spread = (high - low) or (abs(high) * 0.05) or 0.05
+    window = max(3 * spread, 0.05 * max(abs(low), abs(high)))
+    if _is_max(goal):
+        low = min([low, *(v for v in others if v >= low - window)])
+    else:
+        high = max([high, *(v for v in others if v <= high + window)])
+    margin = 0.08 * ((high - low) or spread)
+    ax.set_ylim(low - margin, high + margin)
+
+
 def draw_parameters(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Figure | None:
-    """The objective against each parameter (categorical values jittered), the best trial starred."""
+    """The objective against each parameter (categorical values jittered), the best trial starred.
+
+    Early-stopped trials appear as hollow orange circles at the last value they reported, so
+    the chart shows the regions the search tried and dropped, not only those it finished.
+    """
     name, goal = _series(spec)[0]
     points = [(t, v) for t in trials if (v := _series_value(spec, t, name)) is not None]
     if not points:
         return None
+    stopped = []
+    if name == _curve_metric(spec):
+        stopped = [
+            (t, t.status.curve[-1].value) for t in trials if t.phase == api.TrialPhase.EARLY_STOPPED and t.status.curve
+        ]
     parameters = spec.parameters
     columns = min(3, len(parameters))
     rows = math.ceil(len(parameters) / columns)
@@ -195,35 +272,76 @@ def draw_parameters(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Fi
     best_trial, _ = (max if _is_max(goal) else min)(points, key=lambda p: p[1])
     jitter = random.Random(0)
     for ax, parameter in zip(axes, parameters, strict=False):
-        have = [(t.spec.parameters[parameter.name], v, t) for t, v in points if parameter.name in t.spec.parameters]
-        categorical = parameter.type == api.ParameterType.CATEGORICAL
-        if categorical:
-            labels = [str(v) for v in parameter.values or []]
-            position = {label: i for i, label in enumerate(labels)}
-            xs = [position.get(str(x), len(labels)) + jitter.uniform(-0.15, 0.15) for x, _, _ in have]
-            ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0, fontsize=8)
-            ax.set_xlim(-0.5, len(labels) - 0.5)
-        else:
-            xs = [float(x) for x, _, _ in have]
-            if parameter.scale == api.Scale.LOG:
-                ax.set_xscale("log")
-            elif parameter.type == api.ParameterType.INT:
-                ax.xaxis.get_major_locator().set_params(integer=True)
-        ys = [v for _, v, _ in have]
-        colours = ["tab:blue" if _feasible(spec, t) else "lightgray" for _, _, t in have]
-        ax.scatter(xs, ys, c=colours, s=20, alpha=0.8)
-        for x, y, (_, _, trial) in zip(xs, ys, have, strict=True):
+        position = _parameter_axis(ax, parameter)
+
+        xs, ys, done = _placed(points, parameter, position, jitter)
+        _limit_to_results(ax, ys, [v for _, v in stopped], goal)
+        low, high = ax.get_ylim()
+        sx, sy, _ = _placed(stopped, parameter, position, jitter)
+        edge = low if _is_max(goal) else high
+        ax.scatter(
+            sx,
+            [v if low <= v <= high else edge for v in sy],
+            facecolors="none",
+            edgecolors="tab:orange",
+            s=20,
+            alpha=0.8,
+            clip_on=False,
+        )
+        colours = ["tab:blue" if _feasible(spec, t) else "lightgray" for t in done]
+        ax.scatter(xs, ys, c=colours, s=20, alpha=0.9, zorder=3)
+        for x, y, trial in zip(xs, ys, done, strict=True):
             if trial.name == best_trial.name:
-                ax.scatter([x], [y], marker="*", s=180, color="tab:red", zorder=4, label="best")
-                ax.legend(fontsize=8, loc="best")
+                ax.scatter([x], [y], marker="*", s=180, color="tab:red", zorder=4)
+        ax.set_ylim(low, high)
         ax.set_xlabel(parameter.name)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-        if not have:
+        if not xs and not sx:
             ax.text(0.5, 0.5, "never active", transform=ax.transAxes, ha="center", color="gray")
     for ax in axes[len(parameters) :]:
         ax.set_visible(False)
+    title = f"{name} against each parameter: ★ best ({best_trial.name}), ● succeeded"
+    if stopped:
+        title += ", ○ early-stopped (last value; at the bottom edge when far below)"
+    figure.suptitle(title)
     return figure
+
+
+def _placed(
+    group: Sequence[tuple[api.Trial, float]], parameter: api.Parameter, position: Any, rng: random.Random
+) -> tuple[list[float], list[float], list[api.Trial]]:
+    """x positions, values and trials of the trials in which ``parameter`` was active."""
+    kept = [(t, v) for t, v in group if parameter.name in t.spec.parameters]
+    xs = [position(t.spec.parameters[parameter.name], rng) for t, _ in kept]
+    return xs, [v for _, v in kept], [t for t, _ in kept]
+
+
+def _parameter_axis(ax: Axes, parameter: api.Parameter) -> Any:
+    """Set up the x axis for a parameter (its whole searched range); returns value → x position."""
+    if parameter.type == api.ParameterType.CATEGORICAL:
+        labels = [str(v) for v in parameter.values or []]
+        index = {label: i for i, label in enumerate(labels)}
+        ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0, fontsize=8)
+        ax.set_xlim(-0.5, len(labels) - 0.5)
+        return lambda value, rng: index.get(str(value), len(labels)) + rng.uniform(-0.15, 0.15)
+    if parameter.scale == api.Scale.LOG:
+        ax.set_xscale("log")
+        # Plain numbers at 1-2-5 steps: ranges searched rarely span enough decades for 10^k labels.
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    elif parameter.type == api.ParameterType.INT:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if parameter.min is not None and parameter.max is not None:
+        low, high = parameter.min, parameter.max
+        if parameter.scale == api.Scale.LOG and low > 0:
+            pad = (high / low) ** 0.04
+            ax.set_xlim(low / pad, high * pad)
+        else:
+            pad = (high - low) * 0.04 or 0.5
+            ax.set_xlim(low - pad, high + pad)
+    return lambda value, rng: float(value)
 
 
 def draw_curves(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Figure | None:
@@ -231,11 +349,12 @@ def draw_curves(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Figure
     with_curves = [t for t in trials if t.status.curve]
     if not with_curves:
         return None
-    metric = spec.early_stopping.metric or spec.objective.objective_metrics()[0].name
+    metric = _curve_metric(spec)
     figure = Figure(figsize=(8, 4), layout="constrained")
     ax: Axes = figure.subplots()
     labelled: set[api.TrialPhase] = set()
-    for trial in with_curves:
+    # Finished trials last, so that they are drawn over the ones that were stopped.
+    for trial in sorted(with_curves, key=lambda t: t.phase == api.TrialPhase.SUCCEEDED):
         steps = [p.step for p in trial.status.curve]
         values = [p.value for p in trial.status.curve]
         phase = trial.phase
@@ -248,7 +367,12 @@ def draw_curves(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Figure
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"{metric} during training ({len(with_curves)} trials)", fontsize=10)
+    title = f"{metric} during training ({len(with_curves)} trials)"
+    full = max((t.status.step or 0 for t in trials if t.phase == api.TrialPhase.SUCCEEDED), default=0)
+    if any(t.phase == api.TrialPhase.EARLY_STOPPED for t in trials) and full:
+        ran = sum(min(t.status.step or 0, full) for t in trials)
+        title += f"; early stopping: {ran} of {full * len(trials)} epochs run"
+    ax.set_title(title, fontsize=10)
     return figure
 
 

@@ -36,7 +36,14 @@ from kubenas.local.processes import (
     thread_environment,
     threads_per_trial,
 )
-from kubenas.local.results import BEST_DIR, RunDirectory, RunLockedError, read_architecture, trial_record
+from kubenas.local.results import (
+    ARCHITECTURE_FILE,
+    BEST_DIR,
+    RunDirectory,
+    RunLockedError,
+    read_architecture,
+    trial_record,
+)
 from kubenas.local.scrape import TrialScraper
 
 TICK_SECONDS = 0.5
@@ -539,14 +546,36 @@ def print_summary(run_dir: RunDirectory, stream: Any = None) -> None:
     else:
         value = best.get("value")
         shown = f"{value:.4f}" if isinstance(value, float) else value
-        print(f"best trial {best.get('trial')}: value {shown}", file=stream)
-        print("  metrics:      " + json.dumps(best.get("metrics"), sort_keys=True), file=stream)
-        print("  parameters:   " + json.dumps(best.get("parameters"), sort_keys=True), file=stream)
-        if best.get("architecture") is not None:
-            print("  architecture: " + json.dumps(best.get("architecture"), sort_keys=True), file=stream)
+        print(f"best trial {best.get('trial')}: objective {shown}", file=stream)
+        print(f"  metrics:      {_compact(best.get('metrics'))}", file=stream)
+        print(f"  parameters:   {_compact(best.get('parameters'))}", file=stream)
+        architecture = best.get("architecture")
+        if isinstance(architecture, dict):
+            # The trainer's file holds the whole configuration too; the network's shape is what to show.
+            shape = architecture.get("architecture", architecture)
+            print(f"  architecture: {_compact(shape)}", file=stream)
+            print(f"  (in full: {run_dir.root / BEST_DIR / ARCHITECTURE_FILE})", file=stream)
     print(f"results: {run_dir.root}/ (trials.jsonl, best.json)", file=stream)
     if (run_dir.root / report.REPORT_HTML).exists():
         print(f"report:  {run_dir.root / report.REPORT_HTML}", file=stream)
+
+
+def _compact(value: Any, limit: int = 400) -> str:
+    """One line of JSON: floats to 4 significant digits, long lists counted instead of listed."""
+
+    def shrink(item: Any) -> Any:
+        if isinstance(item, float):
+            return int(item) if item.is_integer() and abs(item) < 1e15 else float(f"{item:.4g}")
+        if isinstance(item, dict):
+            return {k: shrink(v) for k, v in item.items() if v is not None}
+        if isinstance(item, list):
+            if len(item) > 8 or any(isinstance(v, dict | list) for v in item):
+                return f"<{len(item)} items>"
+            return [shrink(v) for v in item]
+        return item
+
+    text = json.dumps(shrink(value), sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def main(args: argparse.Namespace) -> int:
