@@ -79,3 +79,9 @@ def test_list_parameters_covers_every_spec(capsys: pytest.CaptureFixture[str]) -
     table = json.loads(capsys.readouterr().out)
     assert set(table) == set(SPECS)
     assert table["optimizer"]["choices"] == ["sgd", "adam", "adamw"]
+
+
+def test_every_parameter_is_documented() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "trial.md").read_text()
+    missing = [name for name in SPECS if f"| `{name}` |" not in docs]
+    assert not missing, f"docs/trial.md lacks {missing}"

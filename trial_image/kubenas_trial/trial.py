@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import time
@@ -59,7 +60,10 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
                 f"classes, this dataset has {list(dataset.input_shape)} with {dataset.num_classes}"
             )
     run_info = runtime.summary(config, device)
-    _log(log, f"device={run_info['device']} amp={run_info['amp']} torch={run_info['torch']}")
+    names = " ".join(f"{k}={os.environ[v]}" for k, v in (("experiment", "KUBENAS_EXPERIMENT"),
+                                                          ("trial", "KUBENAS_TRIAL")) if os.environ.get(v))
+    _log(log, f"{names + ' ' if names else ''}device={run_info['device']} amp={run_info['amp']} "
+              f"torch={run_info['torch']}")
     _log(log, f"data {_fmt(dataset.summary())}")
     _log(log, f"model {kind} params={models.count_parameters(model)}" + (" (distilling)" if teacher else ""))
 
