@@ -116,3 +116,20 @@ def test_compile_without_a_cxx_compiler_trains_eagerly(monkeypatch: pytest.Monke
     trainer = Trainer(build_model(config, data.input_shape, data.num_classes), data, config, torch.device("cpu"))
     assert not trainer.compiled and trainer.forward is trainer.model
     assert "no C++ compiler" in capsys.readouterr().err
+
+
+def test_fp16_with_grad_scaler_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The CUDA fp16 path, exercised on CPU (which supports fp16 autocast) by forcing the dtype.
+    from kubenas_trial import runtime
+
+    monkeypatch.setattr(runtime, "amp_dtype", lambda _mode, _device: torch.float16)
+    config = parse({"width": 4, "grad_clip": 1.0})
+    data = load(config)
+    model = build_model(config, data.input_shape, data.num_classes)
+    dtypes: list[torch.dtype] = []
+    model.head.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    trainer = Trainer(model, data, config, torch.device("cpu"))
+    assert trainer.scaler is not None
+    history = trainer.fit(2).history
+    assert torch.float16 in dtypes
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
