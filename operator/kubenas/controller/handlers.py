@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import kopf
 from kubenas import api, search, workload
-from kubenas.controller import kube, reconcile
+from kubenas.controller import context, kube, reconcile
 from kubenas.controller.scheduler import Scheduler
 from kubenas.controller.settings import Settings
 
@@ -27,7 +27,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     ours = settings_of(memo)
     configure(settings)
     client = kube.Kube(lambda: memo.get("credentials"), timeout=ours.request_timeout)
-    ctx = reconcile.Context(
+    ctx = context.Context(
         settings=ours,
         kube=client,
         http=aiohttp.ClientSession(),

@@ -10,35 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import pydantic
-from kubenas import api, metrics, plan, results, search, validation, workload
-from kubenas.controller import apply, kube, observe
-from kubenas.controller.settings import Settings
+from kubenas import api, plan, results, validation, workload
+from kubenas.controller import apply, curves, kube, observe
+from kubenas.controller.context import Context
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-
-
-@dataclass
-class Context:
-    """What the handlers share: settings, clients, caches (none of it is state that matters)."""
-
-    settings: Settings
-    kube: kube.Kube
-    http: aiohttp.ClientSession
-    suggesters: search.SuggesterCache
-    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="plan"))
-    last_poll: dict[str, float] = field(default_factory=dict)
-    spec_problems: dict[tuple[str, int | None], str] = field(default_factory=dict)
 
 
 async def reconcile(ctx: Context, key: Key) -> bool:
@@ -58,7 +42,7 @@ async def reconcile(ctx: Context, key: Key) -> bool:
         return False
     children = await _children(ctx, experiment)
     trials = await _observe_trials(ctx, experiment, raw, children, now)
-    await _poll_metrics(ctx, experiment, trials, children)
+    await curves.poll(ctx, experiment, trials, children.trials, children.pods)
     try:
         decided = await asyncio.get_running_loop().run_in_executor(ctx.executor, _plan, ctx, experiment, trials, now)
     except (KeyError, ValueError) as err:  # e.g. an algorithm name no optimizer has
@@ -170,75 +154,12 @@ def _observed_status(
     )
 
 
-async def _poll_metrics(ctx: Context, experiment: api.Experiment, trials: list[api.Trial], children: _Children) -> None:
-    """Append the running trials' latest intermediate value to their curves (bounded)."""
-    spec = experiment.spec
-    curve_metric = spec.early_stopping.metric or next(iter(spec.objective.objective_metrics()), None)
-    name = curve_metric if isinstance(curve_metric, str) else getattr(curve_metric, "name", None)
-    if name is None:
-        return
-    due = []
-    clock = time.monotonic()
-    for i, trial in enumerate(trials):
-        if trial.phase != api.TrialPhase.RUNNING:
-            continue
-        last = ctx.last_poll.get(trial.metadata.uid or trial.name)
-        if last is not None and clock - last < ctx.settings.metrics_poll_seconds:
-            continue
-        ctx.last_poll[trial.metadata.uid or trial.name] = clock
-        due.append((i, trial))
-    if not due:
-        return
-    values = await asyncio.gather(*(_read(ctx, experiment, t, children) for _, t in due))
-    for (i, trial), got in zip(due, values, strict=True):
-        if got is None or got.step is None or name not in got.metrics:
-            continue
-        status = _with_point(trial.status, got.step, got.metrics[name])
-        if status != trial.status:
-            raw = next(t for t in children.trials if t["metadata"]["name"] == trial.name)
-            await apply.write_status(ctx.kube, kube.TRIALS, raw, status.to_wire())
-            trials[i] = trial.model_copy(update={"status": status})
-
-
-async def _read(
-    ctx: Context, experiment: api.Experiment, trial: api.Trial, children: _Children
-) -> metrics.TrialValues | None:
-    spec = experiment.spec.metrics
-    job = children.jobs.get(trial.name)
-    seen = observe.observe(job or {}, children.pods.get(trial.name, []), datetime.now(UTC), float("inf"))
-    timeout = ctx.settings.scrape_timeout
-    try:
-        if spec.source == api.MetricsSource.DIRECT:
-            if not seen.pod_ip:
-                return None
-            return await metrics.scrape_trial(ctx.http, f"http://{seen.pod_ip}:{spec.port}{spec.path}", timeout=timeout)
-        if ctx.settings.prometheus_url is None:
-            return None
-        label = ctx.settings.prometheus_trial_label
-        value = seen.pod_name if label == "pod" else trial.name
-        if value is None:
-            return None
-        selector = {label: value, "namespace": experiment.metadata.namespace or ""}
-        return await metrics.query_trial(ctx.http, ctx.settings.prometheus_url, selector, timeout=timeout)
-    except metrics.MetricsError as err:
-        log.debug("no metrics for %s: %s", trial.name, err)
-        return None
-
-
-def _with_point(status: api.TrialStatus, step: int, value: float) -> api.TrialStatus:
-    curve = list(status.curve)
-    if curve and step <= curve[-1].step:
-        return status if status.step == step else status.model_copy(update={"step": step})
-    curve.append(api.CurvePoint(step=step, value=value))
-    if len(curve) > api.MAX_CURVE_POINTS:
-        curve = curve[: len(curve) // 2 : 2] + curve[len(curve) // 2 :]  # thin the old half, keep the recent
-    return status.model_copy(update={"curve": curve, "step": step})
-
-
 def _plan(ctx: Context, experiment: api.Experiment, trials: list[api.Trial], now: datetime) -> plan.Plan:
     key = experiment.metadata.uid or experiment.metadata.name
     checked = (key, experiment.metadata.generation)
     if checked not in ctx.spec_problems:
+        if len(ctx.spec_problems) > 1000:  # a cache: forgetting only costs a re-validation
+            ctx.spec_problems.clear()
         ctx.spec_problems[checked] = _problems_text(validation.experiment_problems(experiment.spec))
     if ctx.spec_problems[checked]:
         return plan.invalid_plan(experiment, ctx.spec_problems[checked], now, trials)

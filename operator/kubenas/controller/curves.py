@@ -1,0 +1,96 @@
+"""Intermediate metrics: each running trial's latest value appended to its bounded learning curve.
+
+The values come from Prometheus (``metrics.source: prometheus``) or straight from the pod
+(``direct``); a trial that cannot be read is simply read again on a later reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from kubenas import api, metrics
+from kubenas.controller import apply, kube, observe
+from kubenas.controller.context import Context
+
+log = logging.getLogger(__name__)
+
+
+async def poll(
+    ctx: Context,
+    experiment: api.Experiment,
+    trials: list[api.Trial],
+    raw_trials: Sequence[Mapping[str, Any]],
+    pods: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> None:
+    """Append the running trials' latest intermediate value to their curves (bounded)."""
+    name = _curve_metric(experiment.spec)
+    if name is None:
+        return
+    due = []
+    clock = time.monotonic()
+    for i, trial in enumerate(trials):
+        if trial.phase != api.TrialPhase.RUNNING:
+            ctx.last_poll.pop(trial.metadata.uid or trial.name, None)
+            continue
+        last = ctx.last_poll.get(trial.metadata.uid or trial.name)
+        if last is not None and clock - last < ctx.settings.metrics_poll_seconds:
+            continue
+        ctx.last_poll[trial.metadata.uid or trial.name] = clock
+        due.append((i, trial))
+    if not due:
+        return
+    values = await asyncio.gather(*(_read(ctx, experiment, t, pods.get(t.name, [])) for _, t in due))
+    for (i, trial), got in zip(due, values, strict=True):
+        if got is None or got.step is None or name not in got.metrics:
+            continue
+        status = _with_point(trial.status, got.step, got.metrics[name])
+        if status != trial.status:
+            raw = next(t for t in raw_trials if t["metadata"]["name"] == trial.name)
+            await apply.write_status(ctx.kube, kube.TRIALS, raw, status.to_wire())
+            trials[i] = trial.model_copy(update={"status": status})
+
+
+async def _read(
+    ctx: Context, experiment: api.Experiment, trial: api.Trial, pods: Sequence[Mapping[str, Any]]
+) -> metrics.TrialValues | None:
+    spec = experiment.spec.metrics
+    seen = observe.observe({}, pods, datetime.now(UTC), float("inf"))
+    timeout = ctx.settings.scrape_timeout
+    try:
+        if spec.source == api.MetricsSource.DIRECT:
+            if not seen.pod_ip:
+                return None
+            return await metrics.scrape_trial(ctx.http, f"http://{seen.pod_ip}:{spec.port}{spec.path}", timeout=timeout)
+        if ctx.settings.prometheus_url is None:
+            return None
+        label = ctx.settings.prometheus_trial_label
+        value = seen.pod_name if label == "pod" else trial.name
+        if value is None:
+            return None
+        selector = {label: value, "namespace": experiment.metadata.namespace or ""}
+        return await metrics.query_trial(ctx.http, ctx.settings.prometheus_url, selector, timeout=timeout)
+    except metrics.MetricsError as err:
+        log.debug("no metrics for %s: %s", trial.name, err)
+        return None
+
+
+def _curve_metric(spec: api.ExperimentSpec) -> str | None:
+    if spec.early_stopping.metric:
+        return spec.early_stopping.metric
+    metrics = spec.objective.objective_metrics()
+    return metrics[0].name if metrics else None
+
+
+def _with_point(status: api.TrialStatus, step: int, value: float) -> api.TrialStatus:
+    curve = list(status.curve)
+    if curve and step <= curve[-1].step:
+        return status if status.step == step else status.model_copy(update={"step": step})
+    curve.append(api.CurvePoint(step=step, value=value))
+    if len(curve) > api.MAX_CURVE_POINTS:
+        curve = curve[: len(curve) // 2 : 2] + curve[len(curve) // 2 :]  # thin the old half, keep the recent
+    return status.model_copy(update={"curve": curve, "step": step})
