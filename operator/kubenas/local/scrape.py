@@ -63,7 +63,7 @@ class TrialScraper:
         interval: seconds between scrapes.
     """
 
-    def __init__(self, port: int, path: str = "/metrics", interval: float = 0.2) -> None:
+    def __init__(self, port: int, path: str = "/metrics", interval: float = 0.1) -> None:
         self.port = port
         self.path = path
         self.interval = interval
