@@ -1,0 +1,114 @@
+"""controller.observe: how Job and Pod objects read as a trial's state (pure, no operator)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kubenas import api
+from kubenas.controller import observe
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def job(*conditions: dict[str, Any], active: int = 0) -> dict[str, Any]:
+    return {
+        "spec": {"template": {"spec": {"containers": [{"name": "trial"}, {"name": "sidecar"}]}}},
+        "status": {"conditions": list(conditions), "active": active},
+    }
+
+
+def pod(phase: str = "Running", state: dict[str, Any] | None = None, **status: Any) -> dict[str, Any]:
+    statuses = [
+        {"name": "sidecar", "state": {"running": {}}},
+        {"name": "trial", "state": state or {"running": {}}},
+    ]
+    return {
+        "metadata": {"name": "p", "creationTimestamp": "2026-01-01T11:00:00Z"},
+        "status": {"phase": phase, "podIP": "10.0.0.7", "containerStatuses": statuses, **status},
+    }
+
+
+def terminated(code: int, reason: str = "Error", message: str = "") -> dict[str, Any]:
+    return {
+        "terminated": {"exitCode": code, "reason": reason, "message": message, "finishedAt": "2026-01-01T11:59:00Z"}
+    }
+
+
+COMPLETE = {"type": "Complete", "status": "True"}
+DEADLINE = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}
+FAILED = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "limit"}
+
+
+def test_no_pod_yet_is_pending() -> None:
+    assert observe.observe(job(active=1), [], NOW, 60).state == observe.State.PENDING
+
+
+def test_running_pod() -> None:
+    seen = observe.observe(job(active=1), [pod()], NOW, 60)
+    assert (seen.state, seen.pod_ip, seen.pod_name) == (observe.State.RUNNING, "10.0.0.7", "p")
+
+
+def test_completed_job_reads_the_trial_container() -> None:
+    seen = observe.observe(job(COMPLETE), [pod("Succeeded", terminated(0, "Completed", '{"a": 1}'))], NOW, 60)
+    assert (seen.state, seen.exit_code, seen.result_text) == (observe.State.FINISHED, 0, '{"a": 1}')
+    assert seen.completion_time == datetime(2026, 1, 1, 11, 59, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("the_job", "the_pod", "reason", "code"),
+    [
+        (job(FAILED), pod("Failed", terminated(3)), None, 3),
+        (job(FAILED), pod("Failed", terminated(137, "OOMKilled")), api.TrialReason.OOM_KILLED, 137),
+        (
+            job({"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}),
+            pod(),
+            api.TrialReason.DEADLINE_EXCEEDED,
+            None,
+        ),
+        (job(FAILED), None, None, 1),
+    ],
+    ids=["exit-code", "oom", "deadline", "failed-without-pod"],
+)
+def test_failed_jobs(the_job: dict[str, Any], the_pod: dict[str, Any] | None, reason: Any, code: int | None) -> None:
+    seen = observe.observe(the_job, [the_pod] if the_pod else [], NOW, 60)
+    assert (seen.state, seen.backend_reason, seen.exit_code) == (observe.State.FINISHED, reason, code)
+
+
+def test_image_pull_ends_the_trial() -> None:
+    waiting = {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}
+    seen = observe.observe(job(active=1), [pod("Pending", waiting)], NOW, 60)
+    assert (seen.state, seen.backend_reason) == (observe.State.FINISHED, api.TrialReason.IMAGE_PULL)
+    assert seen.job_active
+
+
+def test_other_waiting_reasons_stay_pending_with_a_message() -> None:
+    waiting = {"waiting": {"reason": "CreateContainerConfigError", "message": "runAsNonRoot"}}
+    seen = observe.observe(job(active=1), [pod("Pending", waiting)], NOW, 60)
+    assert seen.state == observe.State.PENDING and seen.message == "CreateContainerConfigError: runAsNonRoot"
+
+
+@pytest.mark.parametrize(("seconds_ago", "finished"), [(30, False), (90, True)])
+def test_unschedulable_after_the_grace_period(seconds_ago: int, finished: bool) -> None:
+    since = (NOW - timedelta(seconds=seconds_ago)).isoformat()
+    cond = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "lastTransitionTime": since,
+        "message": "Insufficient nvidia.com/gpu",
+    }
+    unscheduled = {"metadata": {"name": "p"}, "status": {"phase": "Pending", "conditions": [cond]}}
+    seen = observe.observe(job(active=1), [unscheduled], NOW, 60)
+    assert (seen.state == observe.State.FINISHED) is finished
+    if finished:
+        assert seen.backend_reason == api.TrialReason.UNSCHEDULABLE and "nvidia.com/gpu" in (seen.message or "")
+
+
+def test_newest_pod_counts() -> None:
+    old = pod("Failed", terminated(1))
+    new = pod()
+    new["metadata"] = {"name": "p2", "creationTimestamp": "2026-01-01T11:30:00Z"}
+    seen = observe.observe(job(active=1), [new, old], NOW, 60)
+    assert (seen.state, seen.pod_name) == (observe.State.RUNNING, "p2")
