@@ -51,7 +51,10 @@ test-fast: venv
 crds: venv
 	$(PY) -m kubenas.crdgen
 
+# A fresh run each time (an earlier demo's results are replaced); it ends by printing the best
+# architecture and the report's path. Continue an interrupted demo with `kubenas run ... --resume`.
 demo: venv
+	rm -rf runs/digits-nas
 	$(VENV)/bin/kubenas run examples/digits-nas.yaml --output runs
 
 bench: venv
