@@ -1,0 +1,256 @@
+"""The Helm chart, rendered by the real helm v4 binary (`make helm` puts it in tools/).
+
+`helm lint --strict` and `helm template` for the default values, namespaced mode and
+monitoring on; the rendered objects are asserted on with PyYAML: least-privilege RBAC that
+matches the operator's API calls, the hardened pod, the chart's CRDs equal to crds/, and a
+values schema that refuses bad values.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "kubenas"
+HELM = ROOT / "tools" / "helm" if (ROOT / "tools" / "helm").exists() else shutil.which("helm")
+
+pytestmark = pytest.mark.skipif(HELM is None, reason="helm missing: run `make helm`")
+
+RELEASE, NAMESPACE = "kn", "kubenas-system"
+FULLNAME = "kn-kubenas"
+NAMESPACED = ["--set", "watchNamespaces={team-a,team-b}"]
+MONITORING = [
+    "--set",
+    "monitoring.trialPodMonitor.enabled=true",
+    "--set",
+    "monitoring.prometheusRule.enabled=true",
+    "--set",
+    "monitoring.dashboard.enabled=true",
+    "--set",
+    "operator.prometheusUrl=http://prometheus-operated.monitoring.svc:9090",
+]
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def render(extra: Sequence[str] = ()) -> list[dict[str, Any]]:
+    done = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *extra)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = of_kind(docs, kind)
+    assert len(found) == 1, f"{len(found)} {kind}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def default() -> list[dict[str, Any]]:
+    return render()
+
+
+@pytest.fixture(scope="module")
+def namespaced() -> list[dict[str, Any]]:
+    return render(NAMESPACED)
+
+
+@pytest.fixture(scope="module")
+def monitored() -> list[dict[str, Any]]:
+    return render([*NAMESPACED, *MONITORING])
+
+
+@pytest.mark.parametrize(
+    "extra", [[], NAMESPACED, [*NAMESPACED, *MONITORING]], ids=["default", "namespaced", "monitoring"]
+)
+def test_lint_strict(extra: list[str]) -> None:
+    done = helm("lint", "--strict", str(CHART), *extra)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_default_renders_operator_cluster_wide(default: list[dict[str, Any]]) -> None:
+    assert sorted(d["kind"] for d in default) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "ServiceAccount",
+    ]
+    deploy = one(default, "Deployment")
+    assert deploy["spec"]["replicas"] == 1
+    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["image"] == "ghcr.io/kubenas/kubenas-operator:0.1.0"
+    binding = one(default, "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == FULLNAME
+
+
+def test_operator_pod_is_hardened(default: list[dict[str, Any]]) -> None:
+    pod = one(default, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = pod["containers"][0]
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["runAsNonRoot"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    # HOME (and any temporary file) is on a writable emptyDir, since the root filesystem is read-only.
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+
+
+def test_namespaced_mode_has_no_cluster_wide_rbac(namespaced: list[dict[str, Any]]) -> None:
+    assert not of_kind(namespaced, "ClusterRole")
+    assert not of_kind(namespaced, "ClusterRoleBinding")
+    roles = of_kind(namespaced, "Role")
+    bindings = of_kind(namespaced, "RoleBinding")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FULLNAME}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    args = one(namespaced, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["--namespace=team-a", "--namespace=team-b"]
+    assert "--all-namespaces" not in args
+
+
+def test_rbac_is_least_privilege_and_covers_the_operator(
+    default: list[dict[str, Any]], namespaced: list[dict[str, Any]]
+) -> None:
+    from kubenas.controller import kube
+
+    cluster_rules = one(default, "ClusterRole")["rules"]
+    for role in of_kind(namespaced, "Role"):
+        assert role["rules"] == cluster_rules  # the same permissions, only scoped
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in cluster_rules:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    # Everything the operator's REST client touches is granted, and nothing kopf does not need.
+    for resource in (kube.EXPERIMENTS, kube.TRIALS, kube.JOBS, kube.PODS, kube.EVENTS, kube.CONFIGMAPS):
+        assert (resource.group, resource.plural) in granted, resource
+    assert granted[("kubenas.io", "experiments")] == {"get", "list", "watch"}
+    assert granted[("kubenas.io", "experiments/status")] == {"patch"}
+    assert granted[("kubenas.io", "trials")] == {"get", "list", "watch", "create"}
+    assert granted[("kubenas.io", "trials/status")] == {"patch"}
+    assert granted[("batch", "jobs")] == {"get", "list", "watch", "create", "delete"}
+    assert granted[("", "pods")] == {"get", "list", "watch"}
+    assert granted[("", "events")] == {"create"}
+    assert granted[("", "configmaps")] == {"get", "create", "patch"}
+    assert len(granted) == 8  # no secrets, namespaces, CRDs, finalizers or pods/log
+
+
+def test_crds_in_chart_equal_generated_crds() -> None:
+    generated = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
+    in_chart = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    assert generated == in_chart == ["experiments.kubenas.io.yaml", "trials.kubenas.io.yaml"]
+    for name in generated:
+        assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), name
+    done = helm("template", RELEASE, str(CHART), "--include-crds")
+    assert done.returncode == 0, done.stderr
+    crds = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "CustomResourceDefinition"]
+    assert sorted(c["metadata"]["name"] for c in crds) == ["experiments.kubenas.io", "trials.kubenas.io"]
+
+
+def test_monitoring_objects(monitored: list[dict[str, Any]]) -> None:
+    monitor = one(monitored, "PodMonitor")
+    assert monitor["spec"]["selector"] == {"matchExpressions": [{"key": "kubenas.io/trial", "operator": "Exists"}]}
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics", "kubenas-metrics"]
+    env = one(monitored, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "KUBENAS_PROMETHEUS_URL", "value": "http://prometheus-operated.monitoring.svc:9090"} in env
+    assert {"name": "KUBENAS_PROMETHEUS_TRIAL_LABEL", "value": "pod"} in env
+
+    rule = one(monitored, "PrometheusRule")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {"KubenasOperatorDown", "KubenasExperimentFailed", "KubenasTrialsFailing"} <= set(alerts)
+    assert f'deployment="{FULLNAME}"' in alerts["KubenasOperatorDown"]["expr"]
+    assert all(a["labels"]["severity"] for a in alerts.values())
+
+    dashboard_cm = one(monitored, "ConfigMap")
+    assert dashboard_cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    text = dashboard_cm["data"]["kubenas.json"]
+    assert "__OPERATOR_" not in text
+    dashboard = json.loads(text)
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
+    assert "kubenas_trial_metric" in exprs and "kubenas_trial_step" in exprs
+    assert f'deployment="{FULLNAME}"' in exprs
+
+
+def test_monitoring_off_by_default_and_cluster_wide_pod_monitor(default: list[dict[str, Any]]) -> None:
+    assert not of_kind(default, "PodMonitor") and not of_kind(default, "PrometheusRule")
+    monitor = one(render(MONITORING), "PodMonitor")
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+
+
+def test_alert_rules_are_valid_promql(monitored: list[dict[str, Any]], tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool missing (Debian package prometheus, installed by `make prometheus`)")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(one(monitored, "PrometheusRule")["spec"]))
+    done = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_kube_state_metrics_config_defines_the_series_alerts_use(monitored: list[dict[str, Any]]) -> None:
+    config = yaml.safe_load((CHART / "files" / "kube-state-metrics-kubenas.yaml").read_text())
+    names = {f"{r['metricNamePrefix']}_{m['name']}" for r in config["spec"]["resources"] for m in r["metrics"]}
+    assert names == {"kubenas_experiment_phase", "kubenas_trial_phase"}
+    exprs = " ".join(r["expr"] for g in one(monitored, "PrometheusRule")["spec"]["groups"] for r in g["rules"])
+    assert "kubenas_experiment_phase" in exprs and "kubenas_trial_phase" in exprs
+    from kubenas import api
+
+    phases = {
+        r["groupVersionKind"]["kind"]: r["metrics"][0]["each"]["stateSet"]["list"] for r in config["spec"]["resources"]
+    }
+    assert phases["Experiment"] == [p.value for p in api.ExperimentPhase]
+    assert phases["Trial"] == [p.value for p in api.TrialPhase]
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        (["--set-string", "replicas=two"], "/replicas"),
+        (["--set", "replicas=2"], "/replicas"),
+        (["--set", "replicaCount=1"], "replicaCount"),
+        (["--set", "watchNamespaces={Team_A}"], "/watchNamespaces/0"),
+        (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
+        (["--set", "monitoring.trialPodMonitor.enabeld=true"], "enabeld"),
+        (["--set", "operator.settings.resyncSeconds=-1"], "/operator/settings/resyncSeconds"),
+    ],
+)
+def test_schema_refuses_bad_values(values: list[str], complaint: str) -> None:
+    done = helm("template", RELEASE, str(CHART), *values)
+    assert done.returncode != 0
+    assert complaint in done.stderr, done.stderr
+
+
+def test_operator_settings_become_environment() -> None:
+    docs = render(["--set", "operator.settings.resyncSeconds=5", "--set", "operator.settings.suggesterCacheSize=8"])
+    env = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "KUBENAS_RESYNC_SECONDS", "value": "5"} in env
+    assert {"name": "KUBENAS_SUGGESTER_CACHE_SIZE", "value": "8"} in env
+    assert not any(e["name"] == "KUBENAS_DEBOUNCE_SECONDS" for e in env)
