@@ -328,7 +328,8 @@ def _parameter_axis(ax: Axes, parameter: api.Parameter) -> Any:
     if parameter.scale == api.Scale.LOG:
         ax.set_xscale("log")
         # Plain numbers at 1-2-5 steps: ranges searched rarely span enough decades for 10^k labels.
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        decades = math.log10(parameter.max / parameter.min) if parameter.min and parameter.max else 3.0
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades <= 2.2 else (1.0,)))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
     elif parameter.type == api.ParameterType.INT:

@@ -555,6 +555,15 @@ def print_summary(run_dir: RunDirectory, stream: Any = None) -> None:
             shape = architecture.get("architecture", architecture)
             print(f"  architecture: {_compact(shape)}", file=stream)
             print(f"  (in full: {run_dir.root / BEST_DIR / ARCHITECTURE_FILE})", file=stream)
+        front = best.get("paretoFront") or []
+        if front:
+            names = [m.get("name") for m in (best.get("objective") or {}).get("metrics", [])]
+            print(f"Pareto front ({len(front)} trials):", file=stream)
+            for member in front[:10]:
+                values = {n: member.get("metrics", {}).get(n) for n in names}
+                print(f"  {member.get('name')}: {_compact(values)}  {_compact(member.get('parameters'))}", file=stream)
+            if len(front) > 10:
+                print(f"  … {len(front) - 10} more in best.json", file=stream)
     print(f"results: {run_dir.root}/ (trials.jsonl, best.json)", file=stream)
     if (run_dir.root / report.REPORT_HTML).exists():
         print(f"report:  {run_dir.root / report.REPORT_HTML}", file=stream)
