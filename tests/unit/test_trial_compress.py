@@ -89,6 +89,18 @@ def test_flops_of_a_linear_layer() -> None:
     assert cost.flops(nn.Linear(30, 20), torch.randn(1, 30)) == 2 * 30 * 20
 
 
+def test_sparse_flops_follow_pruning() -> None:
+    model = _cnn()
+    example = torch.randn(1, 1, 8, 8)
+    dense, sparse = cost.flop_counts(model, example)
+    assert sparse == dense
+    compress.apply_pruning(model, "unstructured", 0.5)
+    compress.make_permanent(model)
+    after_dense, after_sparse = cost.flop_counts(model, example)
+    assert after_dense == dense
+    assert 0.4 * dense < after_sparse < 0.6 * dense
+
+
 def test_flops_grow_with_width() -> None:
     example = torch.randn(1, 1, 8, 8)
     assert cost.flops(_cnn(width=16), example) * 3 < cost.flops(_cnn(width=32), example)

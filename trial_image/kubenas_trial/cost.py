@@ -19,15 +19,36 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
     return total, nonzero
 
 
-def flops(model: nn.Module, example: torch.Tensor) -> int:
-    """Floating-point operations of one forward pass on ``example`` (a multiply-add counts 2)."""
+def flop_counts(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """(dense, sparse) floating-point operations of one forward pass on ``example`` (a multiply-add counts 2).
+
+    Sparse FLOPs scale each convolution's and linear layer's FLOPs by the share of its weights
+    that are nonzero: what pruning would save with sparse kernels.
+    """
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         model(example)
     model.train(was_training)
-    return int(counter.get_total_flops())
+    dense = int(counter.get_total_flops())
+    per_module = counter.get_flop_counts()
+    prefix = type(model).__name__
+    saved = 0.0
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Conv2d | nn.Linear):
+            continue
+        counts = per_module.get(f"{prefix}.{name}" if name else prefix)
+        if counts:
+            weight = module.weight.detach()
+            density = int(torch.count_nonzero(weight)) / weight.numel()
+            saved += sum(counts.values()) * (1.0 - density)
+    return dense, round(dense - saved)
+
+
+def flops(model: nn.Module, example: torch.Tensor) -> int:
+    """Dense floating-point operations of one forward pass on ``example`` (a multiply-add counts 2)."""
+    return flop_counts(model, example)[0]
 
 
 def latency_ms(model: nn.Module, example: torch.Tensor, repeats: int = 50, warmup: int = 10) -> float:

@@ -98,7 +98,7 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
     float_model = trainer.model.eval()
     params_total, nonzero = cost.parameter_counts(float_model)
     example = dataset.x_val[:1]
-    flop_count = cost.flops(float_model, example.to(device))
+    flop_count, sparse_flops = cost.flop_counts(float_model, example.to(device))
     val_loss, val_acc = trainer.evaluate("val", trainer.model)
     test_loss, test_acc = trainer.evaluate("test", trainer.model)
     final_model = float_model
@@ -127,6 +127,7 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
         "params": params_total,
         "nonzero_params": nonzero,
         "flops": flop_count,
+        "sparse_flops": sparse_flops,
         "latency_ms": latency,
         "model_size_bytes": cost.size_bytes(final_model),
         **extra,
