@@ -12,21 +12,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-# A training script as a user would write it: three SDK lines. It waits for "go" on stdin so
-# the test can hold it until Prometheus scrapes it, and keeps serving until stdin closes.
+# A training script as a user would write it: three SDK lines. It waits for a line on stdin
+# before each step, so the test can hold it until Prometheus has scraped the previous one
+# (deterministic however loaded the machine is), and keeps serving until stdin closes.
 SCRIPT = textwrap.dedent(
     """
-    import json, sys, time
+    import sys
     import kubenas_trial
 
     params = kubenas_trial.parameters()
     kubenas_trial.report(0)
     print("ready", flush=True)
-    sys.stdin.readline()
     for step, acc in enumerate(params["curve"], start=1):
+        sys.stdin.readline()
         kubenas_trial.report(step, accuracy=acc, loss=1 - acc)
-        print(f"step {step} {time.time()}", flush=True)
-        time.sleep(params["pause"])
+        print(f"step {step}", flush=True)
     kubenas_trial.finish(accuracy=params["curve"][-1])
     sys.stdin.read()
     """
@@ -40,7 +40,7 @@ def test_promql_returns_each_reported_step(prometheus_server: Any, tmp_path: Pat
     script.write_text(SCRIPT)
     env = {
         **os.environ,
-        "KUBENAS_PARAMETERS": json.dumps({"curve": curve, "pause": 2.2}),
+        "KUBENAS_PARAMETERS": json.dumps({"curve": curve}),
         "KUBENAS_METRICS_PORT": str(port),
         "KUBENAS_METRICS_ADDRESS": "127.0.0.1",
         "KUBENAS_TERMINATION_LOG": str(tmp_path / "termination-log"),
@@ -55,11 +55,11 @@ def test_promql_returns_each_reported_step(prometheus_server: Any, tmp_path: Pat
         prometheus_server.add_target(address, trial="exp-3")
         prometheus_server.wait_for_target(address)
         start = time.time()
-        trial.stdin.write("go\n")
-        trial.stdin.flush()
-        for _ in curve:
-            assert trial.stdout.readline().startswith("step")
-        time.sleep(2.5)  # let the last value be scraped
+        for step in range(1, len(curve) + 1):
+            trial.stdin.write("next\n")
+            trial.stdin.flush()
+            assert trial.stdout.readline().strip() == f"step {step}"
+            _wait_for_scrape(prometheus_server, 'kubenas_trial_step{trial="exp-3"}', float(step))
         end = time.time()
         trial.stdin.close()
         assert trial.wait(timeout=30) == 0
@@ -83,6 +83,17 @@ def test_promql_returns_each_reported_step(prometheus_server: Any, tmp_path: Pat
     last = prometheus_server.query('kubenas_trial_metric{trial="exp-3",name="loss"}', time=end)
     assert float(last[0]["value"][1]) == 1 - curve[-1]
     assert json.loads((tmp_path / "termination-log").read_text()) == {"accuracy": curve[-1]}
+
+
+def _wait_for_scrape(prometheus: Any, promql: str, value: float, timeout: float = 60.0) -> None:
+    """Until Prometheus holds ``value`` as the latest sample of ``promql``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = prometheus.query(promql)
+        if result and float(result[0]["value"][1]) == value:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"Prometheus never saw {promql} == {value}")
 
 
 def _distinct_in_order(values: object) -> list[float]:
