@@ -100,7 +100,6 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
     example = dataset.x_val[:1]
     flop_count, sparse_flops = cost.flop_counts(float_model, example.to(device))
     val_loss, val_acc = trainer.evaluate("val", trainer.model)
-    test_loss, test_acc = trainer.evaluate("test", trainer.model)
     final_model = float_model
     latency_device = device
     qkind = compress.quantization_kind(config["quantize"], kind == "cnn")
@@ -114,6 +113,8 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
         val_loss, val_acc = evaluate(final_model, dataset.x_val, dataset.y_val, cpu, config["eval_batch_size"])
         test_loss, test_acc = evaluate(final_model, dataset.x_test, dataset.y_test, cpu, config["eval_batch_size"])
         latency_device = cpu  # int8 kernels run on the CPU
+    else:
+        test_loss, test_acc = trainer.evaluate("test", trainer.model)  # once, on the final model
     latency_input = example.to(latency_device)
     if trainer.channels_last and final_model is float_model:
         latency_input = latency_input.contiguous(memory_format=torch.channels_last)
