@@ -16,6 +16,14 @@ def test_cpu_limit_from_cgroup(tmp_path: Path, content: str, expected: int | Non
     assert runtime.cpu_limit(tmp_path) == expected
 
 
+@pytest.mark.parametrize(("quota", "expected"), [("-1", None), ("250000", 3)])
+def test_cpu_limit_from_cgroup_v1(tmp_path: Path, quota: str, expected: int | None) -> None:
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text(quota + "\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert runtime.cpu_limit(tmp_path) == expected
+
+
 def test_cpu_limit_without_cgroup(tmp_path: Path) -> None:
     assert runtime.cpu_limit(tmp_path) is None
 

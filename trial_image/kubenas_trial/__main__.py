@@ -6,7 +6,9 @@ Exit codes: 0 done, 1 training failed, 2 bad parameters, 3 dataset missing or ma
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 
 from kubenas_trial.sdk import ParametersError, default_reporter, parameters
@@ -61,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as exc:
         print(f"kubenas-trial: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            print(f"kubenas-trial: error: cannot serve metrics on port {os.environ.get('KUBENAS_METRICS_PORT')}: "
+                  f"{exc.strerror}", file=sys.stderr)
+            return EXIT_FAILED
+        raise
     return 0
 
 

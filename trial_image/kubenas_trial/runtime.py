@@ -14,12 +14,20 @@ from kubenas_trial.config import ConfigError
 
 
 def cpu_limit(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """The container's CPU limit in whole CPUs (cgroup v2 ``cpu.max``, rounded up), or None when unlimited."""
+    """The container's CPU limit in whole CPUs (rounded up), or None when unlimited or unknown.
+
+    Reads cgroup v2 ``cpu.max``, else cgroup v1 ``cpu/cpu.cfs_quota_us`` and ``cpu.cfs_period_us``.
+    """
     try:
         quota, period = (cgroup_root / "cpu.max").read_text().split()[:2]
     except (OSError, ValueError):
-        return None
-    if quota == "max":
+        try:
+            v1 = cgroup_root / "cpu"
+            quota = (v1 / "cpu.cfs_quota_us").read_text().strip()
+            period = (v1 / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1"):
         return None
     try:
         return max(1, math.ceil(int(quota) / int(period)))
