@@ -6,46 +6,21 @@ import asyncio
 import json
 from typing import Any
 
-from conftest import Operator, eventually
-from kmock_cluster import NAMESPACE, Emulator, Kubelet, Outcome, metrics_result
-from kubenas import api
-
-EXP = f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{NAMESPACE}/experiments"
-TRIALS = f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{NAMESPACE}/trials"
-JOBS = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
-CONFIGMAPS = f"/api/v1/namespaces/{NAMESPACE}/configmaps"
-EVENTS = f"/api/v1/namespaces/{NAMESPACE}/events"
-
-
-def experiment(name: str = "exp", **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "objective": {"metric": "accuracy", "goal": "maximize"},
-        "parameters": [{"name": "width", "type": "int", "min": 1, "max": 50}],
-        "algorithm": {"seed": 1},
-        "budget": {"maxTrials": 4, "parallelTrials": 2, "maxFailedTrials": 3},
-        "trialTemplate": {"spec": {"containers": [{"name": "trial", "image": "kubenas/trial:test"}]}},
-    }
-    for key, value in spec.items():
-        body[key] = {**body.get(key, {}), **value} if isinstance(value, dict) else value
-    return {
-        "apiVersion": api.API_VERSION,
-        "kind": "Experiment",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": body,
-    }
-
-
-async def by_width(params: dict[str, Any], job: dict[str, Any]) -> Outcome:
-    return metrics_result(accuracy=params["width"] / 100)
-
-
-async def status_of(k: Kubelet, name: str = "exp") -> dict[str, Any]:
-    return (await k.request("GET", f"{EXP}/{name}")).get("status") or {}
-
-
-async def finished(k: Kubelet, name: str = "exp") -> dict[str, Any] | None:
-    status = await status_of(k, name)
-    return status if status.get("phase") in ("Succeeded", "Failed", "Stopped") else None
+from kmock_cluster import Emulator, Kubelet, Outcome, metrics_result
+from operator_harness import (
+    CONFIGMAPS,
+    EVENTS,
+    EXP,
+    JOBS,
+    TRIALS,
+    Operator,
+    by_width,
+    eventually,
+    experiment,
+    finished,
+    index_of,
+    status_of,
+)
 
 
 async def test_experiment_runs_to_succeeded_with_best_and_export(cluster: Emulator, operator: Operator) -> None:
@@ -70,10 +45,6 @@ async def test_experiment_runs_to_succeeded_with_best_and_export(cluster: Emulat
         assert "ExperimentSucceeded" in reasons
         exp = await k.request("GET", f"{EXP}/exp")
         assert not exp["metadata"].get("finalizers")
-
-
-def index_of(job: dict[str, Any]) -> int:
-    return int(job["metadata"]["name"].rsplit("-", 1)[1])
 
 
 async def trials_by_name(k: Kubelet) -> dict[str, dict[str, Any]]:

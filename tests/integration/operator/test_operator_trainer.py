@@ -7,9 +7,8 @@ import socket
 from typing import Any
 
 import pytest
-from conftest import Operator, eventually
 from kmock_cluster import Emulator, Kubelet, Outcome, run_trainer
-from test_operator import CONFIGMAPS, EXP, TRIALS, experiment, finished
+from operator_harness import CONFIGMAPS, EXP, TRIALS, Operator, eventually, experiment, finished, index_of
 
 
 def free_port() -> int:
@@ -18,19 +17,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def trials_by_index(trials: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    return {t["spec"]["index"]: t for t in trials}
+
+
 @pytest.mark.slow
 async def test_real_trainer_runs_as_the_pod_process(cluster: Emulator, operator: Operator) -> None:
     port = free_port()
 
     async def trainer(params: dict[str, Any], job: dict[str, Any]) -> Outcome:
-        return await run_trainer(job, {"KUBENAS_METRICS_ADDRESS": "127.0.0.1"})
+        # Both trials run at once on this one host: only the first may own the metrics port.
+        env = {"KUBENAS_METRICS_ADDRESS": "127.0.0.1"} | ({} if index_of(job) == 0 else {"KUBENAS_METRICS_PORT": "0"})
+        return await run_trainer(job, env)
 
     body = experiment(
         parameters=[
             {"name": "hidden_units", "type": "int", "min": 4, "max": 32, "scale": "log"},
             {"name": "lr", "type": "float", "min": 0.005, "max": 0.1, "scale": "log"},
         ],
-        budget={"maxTrials": 2, "parallelTrials": 1, "maxFailedTrials": 0},
+        budget={"maxTrials": 2, "parallelTrials": 2, "maxFailedTrials": 0},
         metrics={"port": port, "source": "direct"},
     )
     body["spec"]["objective"]["additionalMetrics"] = ["params"]
@@ -56,7 +61,7 @@ async def test_real_trainer_runs_as_the_pod_process(cluster: Emulator, operator:
             assert t["status"]["phase"] == "Succeeded", t["status"]
             assert 0.0 <= t["status"]["metrics"]["accuracy"] <= 1.0
             assert t["status"]["metrics"]["params"] > 0
-        assert any(t["status"].get("curve") for t in trials), "no intermediate metric was scraped"
+        assert trials_by_index(trials)[0]["status"].get("curve"), "no intermediate metric was scraped"
         cm = await k.request("GET", f"{CONFIGMAPS}/exp-best")
         best = next(t for t in trials if t["metadata"]["name"] == status["bestTrial"]["name"])
         assert json.loads(cm["data"]["parameters.json"]) == best["spec"]["parameters"]

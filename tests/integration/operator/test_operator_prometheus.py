@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import Operator, eventually
 from kmock_cluster import NAMESPACE, Emulator, Kubelet, Outcome, metrics_result
-from test_operator import EVENTS, EXP, JOBS, TRIALS, experiment, index_of
+from operator_harness import EVENTS, EXP, JOBS, TRIALS, Operator, eventually, experiment, index_of
 
 STEPS = 5
 

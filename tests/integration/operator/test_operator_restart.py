@@ -6,9 +6,8 @@ import asyncio
 import random
 from typing import Any
 
-from conftest import Operator, eventually
 from kmock_cluster import Emulator, Kubelet, Outcome, metrics_result
-from test_operator import EXP, JOBS, TRIALS, experiment, finished
+from operator_harness import EXP, JOBS, TRIALS, Operator, eventually, experiment, finished
 
 MAX_TRIALS = 9
 

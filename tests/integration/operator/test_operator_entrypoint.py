@@ -8,9 +8,8 @@ import signal
 import sys
 
 import pytest
-from conftest import FAST, eventually
 from kmock_cluster import Emulator, Kubelet
-from test_operator import EXP, TRIALS, by_width, experiment, finished
+from operator_harness import EXP, FAST, TRIALS, by_width, eventually, experiment, finished
 
 
 @pytest.mark.slow
