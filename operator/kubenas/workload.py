@@ -161,7 +161,11 @@ def build_job(experiment: api.Experiment, trial: api.Trial) -> dict[str, Any]:
     containers = pod_spec.get("containers") or []
     if not containers:
         raise ValueError("trialTemplate.spec.containers is empty: the first container is the trial")
-    containers[0] = _trial_container(containers[0], trial_environment(exp_name, trial.name, params, port), params, port)
+    env = trial_environment(exp_name, trial.name, params, port)
+    output_dir = _output_dir(containers[0], experiment, trial.name)
+    if output_dir is not None:
+        env["KUBENAS_OUTPUT_DIR"] = output_dir
+    containers[0] = _trial_container(containers[0], env, params, port)
     pod_spec["containers"] = containers
 
     trial_raw = {"apiVersion": api.API_VERSION, "kind": "Trial", "metadata": trial.metadata.model_dump(by_alias=True)}
@@ -182,6 +186,20 @@ def build_job(experiment: api.Experiment, trial: api.Trial) -> dict[str, Any]:
         },
         "spec": job_spec,
     }
+
+
+def artifact_location(experiment: api.Experiment, trial_name: str) -> str | None:
+    """Where a trial's artifacts go: ``<volume>:<path inside it>``, or None without an artifact volume."""
+    volume = experiment.spec.export.artifact_volume
+    return None if volume is None else f"{volume}:{experiment.metadata.name}/{trial_name}"
+
+
+def _output_dir(container: dict[str, Any], experiment: api.Experiment, trial_name: str) -> str | None:
+    volume = experiment.spec.export.artifact_volume
+    mount = next((m for m in container.get("volumeMounts") or [] if m.get("name") == volume), None)
+    if volume is None or mount is None:
+        return None
+    return f"{mount['mountPath'].rstrip('/')}/{experiment.metadata.name}/{trial_name}"
 
 
 def _parameters_volume() -> dict[str, Any]:

@@ -150,3 +150,14 @@ def test_build_trial_owned_by_experiment() -> None:
     assert trial["metadata"]["ownerReferences"][0]["uid"] == "exp-uid"
     assert trial["metadata"]["labels"][workload.LABEL_EXPERIMENT] == "exp"
     assert trial["spec"] == {"experiment": "exp", "index": 0, "parameters": {"lr": 0.1}}
+
+
+def test_artifact_volume_sets_output_dir() -> None:
+    exp = make_experiment()
+    exp.spec.export.artifact_volume = "out"
+    exp.spec.trial_template.spec["containers"][0]["volumeMounts"] = [{"name": "out", "mountPath": "/artifacts/"}]
+    c = workload.build_job(exp, make_trial())["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["KUBENAS_OUTPUT_DIR"] == "/artifacts/exp/exp-3"
+    assert workload.artifact_location(exp, "exp-3") == "out:exp/exp-3"
+    assert workload.artifact_location(make_experiment(), "exp-3") is None

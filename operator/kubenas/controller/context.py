@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import aiohttp
+
 from kubenas import search
 from kubenas.controller import kube
 from kubenas.controller.settings import Settings
@@ -22,3 +24,4 @@ class Context:
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="plan"))
     last_poll: dict[str, float] = field(default_factory=dict)
     spec_problems: dict[tuple[str, int | None], str] = field(default_factory=dict)
+    suggesters_lock: threading.Lock = field(default_factory=threading.Lock)

@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 import kopf
+
 from kubenas.controller import handlers
 from kubenas.controller.settings import Settings
 

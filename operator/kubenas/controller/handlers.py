@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import kopf
+
 from kubenas import api, search, workload
 from kubenas.controller import context, kube, reconcile
 from kubenas.controller.scheduler import Scheduler

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pydantic
+
 from kubenas import api, plan, results, validation, workload
 from kubenas.controller import apply, curves, kube, observe
 from kubenas.controller.context import Context
@@ -52,7 +53,7 @@ async def reconcile(ctx: Context, key: Key) -> bool:
         await _ensure_jobs(ctx, experiment, trials, children)
     except BaseException:
         # Configurations it proposed may not have become Trials: rebuild it from the Trials next time.
-        ctx.suggesters.discard(experiment.metadata.uid or experiment.metadata.name)
+        _forget_suggester(ctx, experiment)
         raise
     await _write_experiment_status(ctx, raw, status)
     return not status.phase.is_finished
@@ -163,8 +164,16 @@ def _plan(ctx: Context, experiment: api.Experiment, trials: list[api.Trial], now
         ctx.spec_problems[checked] = _problems_text(validation.experiment_problems(experiment.spec))
     if ctx.spec_problems[checked]:
         return plan.invalid_plan(experiment, ctx.spec_problems[checked], now, trials)
-    suggester = ctx.suggesters.get(key, experiment.spec) if plan.needs_suggester(experiment) else None
+    suggester = None
+    if plan.needs_suggester(experiment):
+        with ctx.suggesters_lock:  # the cache is shared by the planning threads
+            suggester = ctx.suggesters.get(key, experiment.spec)
     return plan.plan(experiment, trials, now, suggester)
+
+
+def _forget_suggester(ctx: Context, experiment: api.Experiment) -> None:
+    with ctx.suggesters_lock:
+        ctx.suggesters.discard(experiment.metadata.uid or experiment.metadata.name)
 
 
 async def _apply(
@@ -216,7 +225,7 @@ async def _create_trial(
         created = await apply.create_owned(ctx.kube, kube.TRIALS, body)
     except apply.OwnedByOther as err:
         log.warning("%s; retrying on a later reconcile", err)
-        ctx.suggesters.discard(experiment.metadata.uid or experiment.metadata.name)
+        _forget_suggester(ctx, experiment)
         return None
     trial = api.Trial.model_validate(_trial_body(created))
     await _create_job(ctx, experiment, trial)

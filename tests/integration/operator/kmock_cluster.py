@@ -58,6 +58,7 @@ class Emulator(kmock.KubernetesEmulator):
         self._versions = itertools.count(1)
         self.fail_creates: dict[str, int] = {}
         self.writes: list[tuple[str, str]] = []  # (action, "plural/name") of every write
+        self.expire_watches: dict[str, int] = {}  # plural -> watches to end with 410 Gone after the initial list
         for path, (kind, namespaced, subresources) in RESOURCES.items():
             info = self.resources[path]
             info.kind, info.namespaced, info.verbs, info.subresources = kind, namespaced, VERBS, subresources
@@ -80,6 +81,24 @@ class Emulator(kmock.KubernetesEmulator):
             elif request.action == kmock.action.UPDATE:
                 self._stamp_update(request)
         return await super()._handle(request)
+
+    async def _serve_watch(self, request: Any) -> Any:
+        plural = request.resource.plural if request.resource is not None else ""
+        if self.expire_watches.get(plural, 0) > 0:
+            self.expire_watches[plural] -= 1
+            yield b""
+            gone = {
+                "apiVersion": "v1",
+                "kind": "Status",
+                "status": "Failure",
+                "code": 410,
+                "reason": "Expired",
+                "message": "too old resource version",
+            }
+            yield {"type": "ERROR", "object": gone}
+            return
+        async for event in super()._serve_watch(request):
+            yield event
 
     def _stamp_update(self, request: Any) -> None:
         key = (request.resource, request.namespace, request.name)
