@@ -116,8 +116,12 @@ def test_pruning_then_int8_quantization(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_structured_pruning_reports_before_and_after_finetune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     params = {"dataset": "iris", "epochs": 30, "batch_size": 16, "prune": "structured", "finetune_epochs": 5}
+    dense = _trial(tmp_path, {**params, "prune": "none"}, monkeypatch)
     result = _trial(tmp_path, params, monkeypatch)
-    assert result["nonzero_params"] < 0.6 * result["params"]
+    assert result["params"] < 0.6 * dense["params"]  # hidden units really removed
+    assert result["flops"] < 0.6 * dense["flops"]
+    assert result["accuracy_before_prune"] == dense["accuracy"]
+    assert {"accuracy_before_finetune", "accuracy_after_finetune"} <= set(result)
     assert result["accuracy_after_finetune"] >= 0.8
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
-from kubenas_trial import compress, cost
+from kubenas_trial import artifacts, compress, cost
 from kubenas_trial.config import parse
-from kubenas_trial.models import build_model
+from kubenas_trial.models import Block, build_model
 from torch import nn
 
 
@@ -39,14 +40,53 @@ def test_global_unstructured_pruning_halves_nonzero_weights() -> None:
     assert not any(name.endswith("_orig") for name, _ in model.named_parameters())  # masks folded in
 
 
-def test_structured_pruning_removes_whole_filters_but_keeps_classes() -> None:
-    model = _cnn()
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"expansion": 4, "se": True}, {"blocks": 3, "share_weights": True}, {"batch_norm": False}],
+)
+def test_structured_pruning_removes_internal_channels(params: dict) -> None:
+    model = _cnn(**params)
+    example = torch.randn(4, 1, 8, 8)
+    params_before, _ = cost.parameter_counts(model)
+    flops_before = cost.flops(model, example[:1])
+    internal_before = [b.body[0].out_channels for b in model.modules() if isinstance(b, Block)]
     compress.apply_pruning(model, "structured", 0.5)
-    compress.make_permanent(model)
-    for conv in (m for m in model.modules() if isinstance(m, nn.Conv2d)):
-        zero_filters = (conv.weight.flatten(1).abs().sum(1) == 0).sum().item()
-        assert zero_filters == round(conv.out_channels * 0.5)
-    assert (model.head.weight.abs().sum(1) > 0).all()
+    internal_after = [b.body[0].out_channels for b in model.modules() if isinstance(b, Block)]
+    assert internal_after == [round(c * 0.5) for c in internal_before]
+    assert model(example).shape == (4, 10)  # residual stream and classes intact
+    params_after, _ = cost.parameter_counts(model)
+    assert params_after < 0.8 * params_before
+    assert cost.flops(model, example[:1]) < 0.8 * flops_before
+
+
+def test_structured_pruning_keeps_the_strongest_filters() -> None:
+    model = _cnn(stages=1)
+    conv = model.stages[0][0].body[0]
+    with torch.no_grad():
+        conv.weight[:16] *= 100  # make the first half clearly the strongest
+    kept = conv.weight[:16].clone()
+    compress.apply_pruning(model, "structured", 0.5)
+    assert torch.equal(model.stages[0][0].body[0].weight, kept)
+
+
+def test_structured_pruning_of_mlp_hidden_units() -> None:
+    torch.manual_seed(0)
+    model = build_model(parse({"hidden_layers": 2, "hidden_units": 40}), (6,), 3).eval()
+    compress.apply_pruning(model, "structured", 0.25)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(6, 30), (30, 30), (30, 3)]
+    assert model(torch.randn(5, 6)).shape == (5, 3)
+
+
+def test_pruned_checkpoint_round_trip(tmp_path: Path) -> None:
+    config = parse({"width": 32, "expansion": 2, "se": True})
+    model = build_model(config, (1, 8, 8), 10).eval()
+    compress.apply_pruning(model, "structured", 0.5)
+    path = tmp_path / "model.pt"
+    torch.save(artifacts.checkpoint(model, config, (1, 8, 8), 10), path)
+    loaded, _meta = artifacts.load_model(path)
+    x = torch.randn(3, 1, 8, 8)
+    assert torch.equal(loaded(x), model(x))
 
 
 def test_batchnorm_recalibration_restores_statistics() -> None:

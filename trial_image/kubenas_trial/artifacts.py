@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from kubenas_trial.config import SPECS, ConfigError
-from kubenas_trial.models import ARCHITECTURE_KEYS, build_model
+from kubenas_trial.models import ARCHITECTURE_KEYS, build_model, resize_to
 
 FORMAT = "kubenas-trial/1"
 OUTPUT_DIR_ENV = "KUBENAS_OUTPUT_DIR"
@@ -95,5 +95,6 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         return load_model(twin)
     config = {key: spec.default for key, spec in SPECS.items()} | data["architecture"]
     model = build_model(config, tuple(data["input_shape"]), int(data["num_classes"]))
+    resize_to(model, data["state_dict"])  # structurally pruned checkpoints have fewer channels
     model.load_state_dict(data["state_dict"])
     return model.eval(), data

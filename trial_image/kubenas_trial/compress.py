@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -10,33 +11,139 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from kubenas_trial.models import MLP, Block, SqueezeExcite
 
-def _prunable(model: nn.Module, include_head: bool) -> list[tuple[nn.Module, str]]:
-    modules = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    if not include_head and modules and isinstance(modules[-1], nn.Linear):
-        modules = modules[:-1]  # the classifier's output units are the classes: never remove them
-    return [(m, "weight") for m in modules]
+
+def _prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    return [(m, "weight") for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
 
 
 def apply_pruning(model: nn.Module, method: str, amount: float) -> int:
-    """Prune ``model`` in place (masks stay attached, so fine-tuning keeps pruned weights at zero).
+    """Prune ``model`` in place; returns the number of layers pruned.
 
-    ``unstructured``: global magnitude (L1) pruning of ``amount`` of all conv and linear weights.
-    ``structured``: per layer, the ``amount`` of output channels with the smallest L2 norm
-    (conv filters, hidden linear units; not the classifier).
+    ``unstructured``: global magnitude (L1) pruning of ``amount`` of all conv and linear
+    weights together. The masks stay attached (call :func:`make_permanent` after fine-tuning),
+    so fine-tuning keeps pruned weights at zero.
 
-    Returns the number of pruned tensors.
+    ``structured``: removes, in every block, the ``amount`` of its internal channels whose
+    producing filters have the smallest L2 norm (the first convolution's outputs of a plain
+    block, the expanded channels of an inverted bottleneck, an MLP's hidden units). The
+    residual stream and the classes are kept, so the network stays valid, and really gets
+    smaller and faster: fewer parameters, FLOPs and latency. New layers are created, so
+    build optimizers after this call.
     """
     if method == "unstructured":
-        targets = _prunable(model, include_head=True)
+        targets = _prunable(model)
         prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
-    elif method == "structured":
-        targets = _prunable(model, include_head=False)
-        for module, name in targets:
-            prune.ln_structured(module, name, amount=amount, n=2, dim=0)
-    else:
-        raise ValueError(f"unknown pruning method {method!r}")
-    return len(targets)
+        return len(targets)
+    if method == "structured":
+        return remove_channels(model, amount)
+    raise ValueError(f"unknown pruning method {method!r}")
+
+
+def _keep(filters: torch.Tensor, amount: float) -> torch.Tensor:
+    """Sorted indices of the output channels to keep: the largest L2 norms, at least one."""
+    norms = filters.detach().flatten(1).norm(dim=1)
+    keep = max(1, round(len(norms) * (1.0 - amount)))
+    return norms.topk(keep).indices.sort().values
+
+
+def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None,
+                in_idx: torch.Tensor | None = None) -> nn.Conv2d:
+    depthwise = conv.groups > 1
+    if depthwise and conv.groups != conv.in_channels:
+        raise ValueError("only plain and depthwise convolutions can be sliced")
+    weight = conv.weight.detach()
+    bias = conv.bias.detach() if conv.bias is not None else None
+    if out_idx is not None:
+        weight = weight[out_idx]
+        bias = bias[out_idx] if bias is not None else None
+    if in_idx is not None and not depthwise:
+        weight = weight[:, in_idx]
+    out_c = weight.shape[0]
+    in_c = out_c if depthwise else weight.shape[1]
+    new = nn.Conv2d(in_c, out_c, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    groups=out_c if depthwise else 1, bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if bias is not None:
+            new.bias.copy_(bias)
+    return new
+
+
+def _slice_linear(linear: nn.Linear, out_idx: torch.Tensor | None = None,
+                  in_idx: torch.Tensor | None = None) -> nn.Linear:
+    weight = linear.weight.detach()
+    bias = linear.bias.detach() if linear.bias is not None else None
+    if out_idx is not None:
+        weight = weight[out_idx]
+        bias = bias[out_idx] if bias is not None else None
+    if in_idx is not None:
+        weight = weight[:, in_idx]
+    new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if bias is not None:
+            new.bias.copy_(bias)
+    return new
+
+
+def _slice_norm(norm: nn.Module, idx: torch.Tensor) -> nn.Module:
+    if not isinstance(norm, nn.modules.batchnorm._BatchNorm):
+        return norm  # Identity when batch_norm is off
+    new = type(norm)(len(idx), eps=norm.eps, momentum=norm.momentum, affine=norm.affine,
+                     track_running_stats=norm.track_running_stats, device=idx.device)
+    with torch.no_grad():
+        if norm.affine:
+            new.weight.copy_(norm.weight[idx])
+            new.bias.copy_(norm.bias[idx])
+        if norm.track_running_stats:
+            new.running_mean.copy_(norm.running_mean[idx])
+            new.running_var.copy_(norm.running_var[idx])
+            new.num_batches_tracked.copy_(norm.num_batches_tracked)
+    return new.train(norm.training)
+
+
+def _prune_block(block: Block, amount: float) -> None:
+    body = block.body
+    if isinstance(block.project, nn.Identity):  # plain block: conv, norm, act, conv, norm
+        idx = _keep(body[0].weight, amount)
+        body[0] = _slice_conv(body[0], out_idx=idx)
+        body[1] = _slice_norm(body[1], idx)
+        body[3] = _slice_conv(body[3], in_idx=idx)
+        return
+    # Inverted bottleneck: expand, norm, act, depthwise, norm, act; [SE]; project.
+    idx = _keep(body[0].weight, amount)
+    body[0] = _slice_conv(body[0], out_idx=idx)
+    body[1] = _slice_norm(body[1], idx)
+    body[3] = _slice_conv(body[3], out_idx=idx)
+    body[4] = _slice_norm(body[4], idx)
+    if isinstance(block.se, SqueezeExcite):
+        block.se.reduce = _slice_conv(block.se.reduce, in_idx=idx)
+        block.se.expand = _slice_conv(block.se.expand, out_idx=idx)
+    block.project[0] = _slice_conv(block.project[0], in_idx=idx)
+
+
+def _prune_mlp(mlp: MLP, amount: float) -> int:
+    layers = mlp.net
+    positions = [i for i, m in enumerate(layers) if isinstance(m, nn.Linear)]
+    for here, after in itertools.pairwise(positions):  # every hidden layer; never the classifier's outputs
+        idx = _keep(layers[here].weight, amount)
+        layers[here] = _slice_linear(layers[here], out_idx=idx)
+        if isinstance(layers[here + 1], nn.BatchNorm1d):
+            layers[here + 1] = _slice_norm(layers[here + 1], idx)
+        layers[after] = _slice_linear(layers[after], in_idx=idx)
+    return len(positions) - 1
+
+
+def remove_channels(model: nn.Module, amount: float) -> int:
+    """Structured pruning by surgery (see :func:`apply_pruning`); returns the number of blocks or layers pruned."""
+    if isinstance(model, MLP):
+        return _prune_mlp(model, amount)
+    blocks = [m for m in model.modules() if isinstance(m, Block)]  # shared blocks appear once
+    for block in blocks:
+        _prune_block(block, amount)
+    return len(blocks)
 
 
 def make_permanent(model: nn.Module) -> None:

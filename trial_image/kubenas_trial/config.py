@@ -81,7 +81,7 @@ SPECS: dict[str, Spec] = {
     "num_threads": Spec(int, 0, "CPU threads (0: from the CPU limit / OMP_NUM_THREADS)", min=0, max=1024),
     "eval_batch_size": Spec(int, 1024, "batch size for evaluation", min=1),
     # compression
-    "prune": _c("none", "none, unstructured (global magnitude) or structured (L2 channel pruning)",
+    "prune": _c("none", "none, unstructured (global magnitude) or structured (removes internal channels by L2 norm)",
                 ("none", "unstructured", "structured")),
     "prune_amount": Spec(float, 0.5, "fraction of weights (unstructured) or channels (structured) pruned",
                          min=0.0, max=0.99),

@@ -205,3 +205,30 @@ def describe(
         info["stage_channels"] = model.channels
         info["blocks_per_stage"] = config["blocks"]
     return info
+
+
+def resize_to(model: nn.Module, state_dict: dict[str, Any]) -> nn.Module:
+    """Resize conv, linear and batch-norm layers to the shapes in ``state_dict``, in place.
+
+    A structurally pruned checkpoint has fewer channels than its parameters describe; this
+    makes the freshly built network match it before ``load_state_dict``.
+    """
+    for name, module in list(model.named_modules()):
+        weight = state_dict.get(f"{name}.weight")
+        new: nn.Module | None = None
+        if isinstance(module, nn.Conv2d) and weight is not None and weight.shape != module.weight.shape:
+            out = weight.shape[0]
+            depthwise = module.groups > 1
+            new = nn.Conv2d(out if depthwise else weight.shape[1], out, module.kernel_size, module.stride,
+                            module.padding, module.dilation, groups=out if depthwise else 1,
+                            bias=module.bias is not None)
+        elif isinstance(module, nn.Linear) and weight is not None and weight.shape != module.weight.shape:
+            new = nn.Linear(weight.shape[1], weight.shape[0], bias=module.bias is not None)
+        elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
+            stats = state_dict.get(f"{name}.running_mean", weight)
+            if stats is not None and stats.shape[0] != module.num_features:
+                new = type(module)(stats.shape[0], eps=module.eps, momentum=module.momentum, affine=module.affine)
+        if new is not None:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, new.train(module.training))
+    return model

@@ -82,10 +82,12 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
     if config["prune"] != "none":
         extra["accuracy_before_prune"] = trainer.evaluate("val", trainer.model)[1]
         compress.apply_pruning(trainer.model, config["prune"], config["prune_amount"])
+        if trainer.channels_last:  # structured pruning created new layers
+            trainer.model.to(memory_format=torch.channels_last)
         compress.recalibrate_batchnorm(trainer.model, (xb for xb, _ in trainer.batches()))
         extra["accuracy_before_finetune"] = trainer.evaluate("val", trainer.model)[1]
         if config["finetune_epochs"]:
-            # Fine-tune the masked model eagerly: the pruning hooks would defeat a compiled graph.
+            # Fine-tune eagerly: pruning hooks and replaced layers would defeat a compiled graph.
             ft = trainer.fit(config["finetune_epochs"], on_epoch, first_epoch=step + 1,
                              lr_scale=config["finetune_lr_scale"], model=trainer.model, warmup=False)
             result.samples += ft.samples
