@@ -167,3 +167,27 @@ def test_an_invalid_manifest_is_refused_with_the_field(tmp_path: Path, write_man
     assert cli.main(["run", str(write_manifest(document)), "--output", str(tmp_path / "runs")]) == 2
     assert "spec.budget.maxTrials" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_pareto_run_reports_its_front(tmp_path: Path, write_manifest) -> None:
+    document = stub_manifest("front", max_trials=5, parallel=2, args=["--epochs", "2", "--sleep", "0"])
+    document["spec"]["objective"] = {
+        "strategy": "pareto",
+        "metrics": [{"name": "accuracy", "goal": "maximize"}, {"name": "params", "goal": "minimize"}],
+    }
+    result = run_kubenas("run", str(write_manifest(document)), "--output", "runs", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_dir = tmp_path / "runs" / "front"
+    lines = [r for r in records(run_dir) if r["phase"] == "Succeeded"]
+    front = json.loads((run_dir / "best.json").read_text())["paretoFront"]
+
+    def dominated(r: dict) -> bool:
+        a, p = r["metrics"]["accuracy"], r["metrics"]["params"]
+        return any(
+            o["metrics"]["accuracy"] >= a and o["metrics"]["params"] <= p and o["metrics"] != r["metrics"]
+            for o in lines
+        )
+
+    assert {m["name"] for m in front} == {r["name"] for r in lines if not dominated(r)}
+    assert (run_dir / "pareto.png").stat().st_size > 1000
+    assert f"Pareto front ({len(front)} trials)" in result.stdout
