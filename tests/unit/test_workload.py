@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubenas import api, workload
 
 
@@ -161,3 +163,24 @@ def test_artifact_volume_sets_output_dir() -> None:
     assert env["KUBENAS_OUTPUT_DIR"] == "/artifacts/exp/exp-3"
     assert workload.artifact_location(exp, "exp-3") == "out:exp/exp-3"
     assert workload.artifact_location(make_experiment(), "exp-3") is None
+
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_builds_a_job(path: Path) -> None:
+    doc = yaml.safe_load(path.read_text())
+    doc["metadata"] |= {"namespace": "ns", "uid": "exp-uid"}
+    exp = api.Experiment.model_validate(doc)
+    params = {p.name: (p.values[0] if p.values else p.min) for p in exp.spec.parameters}
+    trial = api.Trial.model_validate(
+        {
+            "metadata": {"name": f"{exp.metadata.name}-0", "namespace": "ns", "uid": "t"},
+            "spec": {"experiment": exp.metadata.name, "index": 0, "parameters": params},
+        }
+    )
+    job = workload.build_job(exp, trial)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert not any("${parameters." in arg for arg in container.get("args", []) + container.get("command", []))
+    assert len(job["metadata"]["name"]) <= api.MAX_NAME_LENGTH

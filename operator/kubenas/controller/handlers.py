@@ -66,9 +66,11 @@ def login(memo: kopf.Memo, logger: logging.Logger, settings: kopf.OperatorSettin
 
 
 @kopf.on.event(api.GROUP, api.VERSION, "experiments")
-async def experiment_event(type: str | None, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def experiment_event(type: str | None, namespace: str, name: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
         memo.scheduler.forget((namespace, name))
+        with memo.ctx.suggesters_lock:
+            memo.ctx.suggesters.discard(uid)
     else:
         memo.scheduler.request((namespace, name))
 
