@@ -178,3 +178,27 @@ async def _succeeded(k: Kubelet) -> int:
 async def _condition(k: Kubelet, kind: str, value: str) -> bool:
     conditions = (await status_of(k)).get("conditions") or []
     return any(c["type"] == kind and c["status"] == value for c in conditions)
+
+
+async def test_target_value_and_max_duration_end_the_experiment(cluster: Emulator, operator: Operator) -> None:
+    async def first_good_then_hang(params: dict[str, Any], job: dict[str, Any]) -> Outcome:
+        return metrics_result(accuracy=0.5) if index_of(job) == 0 else Outcome(kind="hang")
+
+    await operator.start()
+    async with Kubelet(str(cluster.url), first_good_then_hang) as k:
+        await k.request(
+            "POST",
+            EXP,
+            experiment("target", objective={"targetValue": 0.4}, budget={"maxTrials": 20, "parallelTrials": 1}),
+        )
+        await k.request(
+            "POST", EXP, experiment("clock", budget={"maxTrials": 20, "parallelTrials": 3, "maxDuration": "2s"})
+        )
+        target = await eventually(lambda: finished(k, "target"), timeout=30)
+        assert (target["phase"], target["reason"]) == ("Succeeded", "TargetReached")
+        clock = await eventually(lambda: finished(k, "clock"), timeout=30)
+        assert clock["reason"] in ("MaxDurationReached", "NoSuccessfulTrial"), clock
+        trials = [t for t in await k.items(TRIALS) if t["spec"]["experiment"] == "clock"]
+        stopped = [t for t in trials if t["status"]["phase"] == "Stopped"]
+        assert stopped and all(t["status"]["reason"] == "ExperimentFinished" for t in stopped)
+        await eventually(lambda: _no_jobs(k))
