@@ -58,6 +58,7 @@ class Emulator(kmock.KubernetesEmulator):
         self._versions = itertools.count(1)
         self.fail_creates: dict[str, int] = {}
         self.writes: list[tuple[str, str]] = []  # (action, "plural/name") of every write
+        self.conflict_updates: dict[str, int] = {}  # plural -> PATCHes to refuse with 409 Conflict
         self.expire_watches: dict[str, int] = {}  # plural -> watches to end with 410 Gone after the initial list
         for path, (kind, namespaced, subresources) in RESOURCES.items():
             info = self.resources[path]
@@ -79,6 +80,10 @@ class Emulator(kmock.KubernetesEmulator):
                 meta["resourceVersion"] = str(next(self._versions))
                 meta["generation"] = 1
             elif request.action == kmock.action.UPDATE:
+                plural = request.resource.plural
+                if self.conflict_updates.get(plural, 0) > 0:
+                    self.conflict_updates[plural] -= 1
+                    raise KubernetesError(409, "Conflict", f"injected conflict on {plural}/{request.name}")
                 self._stamp_update(request)
         return await super()._handle(request)
 

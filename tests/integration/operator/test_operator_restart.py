@@ -93,11 +93,12 @@ async def len_of(value: Any) -> int:
     return len(await value)
 
 
-async def test_watches_ending_with_410_gone_are_survived(cluster: Emulator, operator: Operator) -> None:
+async def test_410_gone_watches_and_409_conflicts_are_survived(cluster: Emulator, operator: Operator) -> None:
     for plural in ("experiments", "trials", "jobs", "pods"):
         cluster.expire_watches[plural] = 2
+    cluster.conflict_updates |= {"experiments": 3, "trials": 3}
     await operator.start()
     async with Kubelet(str(cluster.url), by_width_slowly) as k:
         await k.request("POST", EXP, experiment(budget={"maxTrials": MAX_TRIALS, "parallelTrials": 3}))
         await assert_exact_outcome(k, cluster)
-    assert not any(cluster.expire_watches.values())  # every injected 410 was served
+    assert not any(cluster.expire_watches.values()) and not any(cluster.conflict_updates.values())
