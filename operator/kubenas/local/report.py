@@ -400,7 +400,7 @@ def draw_pareto(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Figure
         s=22,
         color="tab:blue",
         alpha=0.6,
-        label="trial",
+        label="dominated trial" if feasible else None,
     )
     if infeasible:
         ax.scatter(
@@ -421,6 +421,17 @@ def draw_pareto(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Figure
             label=f"Pareto front ({len(on_front)})",
             zorder=4,
         )
+        if len(on_front) <= 15:
+            for trial in on_front:
+                ax.annotate(
+                    trial.name.rsplit("-", 1)[-1],
+                    (trial.status.metrics[mx], trial.status.metrics[my]),
+                    textcoords="offset points",
+                    xytext=(5, 5),
+                    fontsize=8,
+                    color="tab:red",
+                )
+    ax.set_title("Pareto front (numbers: trial index)", fontsize=10)
     ax.set_xlabel(f"{mx} ({'higher' if _is_max(gx) else 'lower'} is better)")
     ax.set_ylabel(f"{my} ({'higher' if _is_max(gy) else 'lower'} is better)")
     ax.grid(alpha=0.3)
