@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
 import signal
+import subprocess
 from pathlib import Path
 
 import psutil
-from conftest import records, run_kubenas, start_kubenas, stub_manifest, wait_for
+from conftest import child_env, kubenas_command, records, run_kubenas, start_kubenas, stub_manifest, wait_for
 from kubenas import cli
 
 
@@ -191,3 +194,35 @@ def test_a_pareto_run_reports_its_front(tmp_path: Path, write_manifest) -> None:
     assert {m["name"] for m in front} == {r["name"] for r in lines if not dominated(r)}
     assert (run_dir / "pareto.png").stat().st_size > 1000
     assert f"Pareto front ({len(front)} trials)" in result.stdout
+
+
+def test_on_a_terminal_the_live_view_shows_progress_running_trials_and_the_best(tmp_path: Path, write_manifest) -> None:
+    manifest = write_manifest(stub_manifest("tty", max_trials=2, parallel=2, args=["--epochs", "6", "--sleep", "0.3"]))
+    primary, secondary = pty.openpty()
+    env = {**child_env(), "COLUMNS": "140", "LINES": "40", "TERM": "xterm-256color"}
+    proc = subprocess.Popen(
+        kubenas_command("run", str(manifest), "--output", "runs"),
+        cwd=tmp_path,
+        env=env,
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            data = os.read(primary, 65536)
+        except OSError:  # the terminal closed: the runner exited
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(primary)
+    assert proc.wait(timeout=60) == 0
+    screen = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", b"".join(chunks)).decode(errors="replace")
+    assert "\x1b" in b"".join(chunks).decode(errors="replace")  # drawn, not printed line by line
+    assert "2/2 trials" in screen and "ETA" in screen
+    assert "running trial" in screen and "tty-0" in screen and "layers=" in screen
+    assert "best so far" in screen
+    assert "report:" in screen
