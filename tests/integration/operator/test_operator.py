@@ -78,7 +78,7 @@ async def test_each_failure_kind_is_classified(cluster: Emulator, operator: Oper
         for i, (reason, _) in enumerate(FAILURES):
             t = trials[f"exp-{i}"]["status"]
             assert (t["phase"], t["reason"]) == ("Failed", reason), t
-        assert "exit code 3" in trials["exp-0"]["status"]["message"]
+        assert trials["exp-0"]["status"]["message"] == "exit code 3: Traceback: boom"  # the log tail's last line
         assert trials["exp-0"]["status"]["exitCode"] == 3
         assert "Insufficient nvidia.com/gpu" in trials["exp-3"]["status"]["message"]
         assert status["phase"] == "Succeeded" and status["bestTrial"]["name"] == f"exp-{n}"
