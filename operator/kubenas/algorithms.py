@@ -1,11 +1,337 @@
 """Search algorithms by name: every Nevergrad optimizer, plus kubenas's own compositions.
 
 ``build_optimizer`` is the one place the Suggester gets an optimizer from.
+
+kubenas's own algorithm, ``SurrogateLocalSearch``, is a Nevergrad optimizer (ask/tell over any
+parametrization made of choices and bounded scalars, as ``kubenas.space`` builds them). Each ask
+draws a Thompson sample from a Bayesian additive model of the rank-normalised losses (one-hot
+per categorical, linear + quadratic per numeric dimension) and proposes the unseen configuration
+the sample likes best among: the neighbours of the best configurations so far (one dimension
+changed), the sample's own optimum, and a few random points. The neighbourhoods capture the
+interactions an additive model cannot; the model orders them. Every step is a few small numpy
+operations, so ask+tell stays far below a millisecond-scale budget, and the state is only the
+told (configuration, loss) pairs: telling configurations it never asked (a rebuild replaying
+history) is the same as telling its own.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import nevergrad as ng
+import numpy as np
+from nevergrad.optimization import base
+from nevergrad.optimization.utils import Pruning
+from nevergrad.parametrization.choice import BaseChoice
+from nevergrad.parametrization.core import Constant
+from nevergrad.parametrization.data import Data
+
+DEFAULT = "SurrogateLocalSearch"
+
+
+@dataclass(frozen=True)
+class _Dim:
+    name: str
+    size: int  # number of choices; 0 for a numeric dimension
+    low: float = 0.0
+    high: float = 1.0
+    log: bool = False
+    integer: bool = False
+
+
+def _dimensions(parametrization: ng.p.Parameter) -> list[_Dim] | None:
+    """The search dimensions, or None when the parametrization has leaves this algorithm cannot handle."""
+    dims: list[_Dim] = []
+    choices: list[str] = []
+    for name, leaf in ng.p.helpers.flatten(parametrization):
+        if any(name.startswith(prefix + ".") for prefix in choices):
+            continue
+        if isinstance(leaf, BaseChoice):
+            if not all(isinstance(option, Constant) for option in leaf.choices):
+                return None
+            dims.append(_Dim(name, len(leaf.choices)))
+            choices.append(name)
+        elif isinstance(leaf, Data):
+            low, high = leaf.bounds
+            if leaf.dimension != 1 or low is None or high is None:
+                return None
+            lo, hi = float(np.ravel(low)[0]), float(np.ravel(high)[0])
+            if not lo < hi:
+                return None
+            dims.append(_Dim(name, 0, lo, hi, isinstance(leaf, ng.p.Log) and lo > 0, bool(leaf.integer)))
+    return dims or None
+
+
+class _SurrogateLocalSearch(base.Optimizer):
+    def __init__(
+        self,
+        parametrization: ng.p.Parameter,
+        budget: int | None = None,
+        num_workers: int = 1,
+        *,
+        initial: int | None = None,
+        elites: int = 3,
+        random_starts: int = 3,
+        random_pool: int = 30,
+        climb_steps: int = 8,
+        steps: tuple[float, ...] = (0.05, 0.15, 0.3),
+        interaction: float = 0.25,
+        noise: float = 0.2,
+        max_features: int = 800,
+        max_points: int = 160,
+        exploration: float = 1.0,
+    ) -> None:
+        super().__init__(parametrization, budget=budget, num_workers=num_workers)
+        dims = _dimensions(self.parametrization)
+        if dims is None:
+            raise ValueError("SurrogateLocalSearch needs choices and bounded scalars only")
+        self._dims = dims
+        self._initial = initial if initial is not None else max(4, min(10, len(dims) + 2))
+        self._elites = elites
+        self._random_pool = random_pool
+        self._random_starts = random_starts
+        self._climb_steps = climb_steps
+        self._noise = noise
+        self._max_points = max_points
+        self._exploration = exploration
+        self._steps = steps
+        self._genomes: list[np.ndarray] = []
+        self._losses: list[float] = []
+        self._told: set[tuple[float, ...]] = set()
+        self._pending: set[tuple[float, ...]] = set()
+        self._posterior: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._widths = [d.size if d.size else 2 for d in dims]
+        self._offsets = np.concatenate([[0], np.cumsum(self._widths)]).astype(int)
+        pairs = [(i, j) for i in range(len(dims)) for j in range(i + 1, len(dims))]
+        n_pair = sum(self._widths[i] * self._widths[j] for i, j in pairs)
+        # Pairwise interactions while they stay affordable (ask+tell must stay in milliseconds).
+        self._pairs = pairs if interaction > 0 and sum(self._widths) + n_pair <= max_features else []
+        self._prior = np.concatenate(
+            [np.ones(sum(self._widths)), np.full(n_pair if self._pairs else 0, interaction), [100.0]]
+        )
+        # The base class archives every told point; keep only a few (memory is bounded per Suggester).
+        self.pruning = Pruning(min_len=10, max_len=40)
+
+    # ------------------------------------------------------------------ genome <-> candidate
+
+    def _genome(self, candidate: ng.p.Parameter) -> np.ndarray:
+        leaves = dict(ng.p.helpers.flatten(candidate))
+        out = np.empty(len(self._dims))
+        for i, d in enumerate(self._dims):
+            leaf = leaves[d.name]
+            if d.size:
+                out[i] = float(leaf.indices.value[0])
+            else:
+                v = float(np.ravel(leaf.value)[0])
+                if d.log:
+                    out[i] = (math.log(max(v, d.low)) - math.log(d.low)) / (math.log(d.high) - math.log(d.low))
+                else:
+                    out[i] = (v - d.low) / (d.high - d.low)
+        return np.clip(out, 0.0, [d.size - 1 if d.size else 1.0 for d in self._dims])
+
+    def _candidate(self, genome: np.ndarray) -> ng.p.Parameter:
+        child = self.parametrization.spawn_child()
+        leaves = dict(ng.p.helpers.flatten(child))
+        for d, g in zip(self._dims, genome, strict=True):
+            leaf = leaves[d.name]
+            if d.size:
+                leaf.indices.value = np.array([int(g)])
+            elif d.log:
+                leaf.value = math.exp(math.log(d.low) + g * (math.log(d.high) - math.log(d.low)))
+            else:
+                leaf.value = d.low + g * (d.high - d.low)
+        return child
+
+    @staticmethod
+    def _key(genome: np.ndarray) -> tuple[float, ...]:
+        return tuple(np.round(genome, 9).tolist())
+
+    # ------------------------------------------------------------------ model
+
+    def _blocks(self, genomes: np.ndarray) -> list[np.ndarray]:
+        """Per-dimension feature blocks: one-hot for a choice, centred linear + quadratic for a scalar."""
+        n = genomes.shape[0]
+        blocks = []
+        for i, d in enumerate(self._dims):
+            g = genomes[:, i]
+            if d.size:
+                b = np.zeros((n, d.size))
+                b[np.arange(n), g.astype(int)] = 1.0
+            else:
+                b = np.stack([g - 0.5, (g - 0.5) ** 2 * 4.0 - 1.0 / 3.0], axis=1)
+            blocks.append(b)
+        return blocks
+
+    def _features(self, genomes: np.ndarray) -> np.ndarray:
+        blocks = self._blocks(genomes)
+        parts = list(blocks)
+        if self._pairs:
+            n = genomes.shape[0]
+            parts += [(blocks[i][:, :, None] * blocks[j][:, None, :]).reshape(n, -1) for i, j in self._pairs]
+        parts.append(np.ones((genomes.shape[0], 1)))
+        return np.concatenate(parts, axis=1)
+
+    def _fit(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Training features, targets and the inverse kernel matrix, cached until the next tell.
+
+        Weight-space Bayesian regression in its dual form: the cost follows the number of points,
+        which is capped (the best ones plus a spread of the rest, by rank), not the feature count.
+        """
+        if self._posterior is None:
+            losses = np.array(self._losses)
+            ranks = losses.argsort(kind="stable").argsort(kind="stable")
+            # Normal scores of the ranks (larger is better): robust to diverged runs and the loss's scale.
+            y = -_normal_quantile((ranks + 0.5) / len(ranks))
+            by_rank = np.argsort(ranks)
+            if len(by_rank) > self._max_points:
+                half = self._max_points // 2
+                rest = by_rank[half:]
+                by_rank = np.concatenate([by_rank[:half], rest[np.linspace(0, len(rest) - 1, half).astype(int)]])
+            x = self._features(np.array(self._genomes)[by_rank])
+            kernel = (x * self._prior) @ x.T + self._noise * np.eye(len(by_rank))
+            self._posterior = (x, y[by_rank], np.linalg.inv(kernel))
+        return self._posterior
+
+    def _thompson_weights(self) -> np.ndarray:
+        """One posterior sample of the weights (pathwise conditioning of a prior sample)."""
+        x, y, kernel_inv = self._fit()
+        rng = self._rng
+        prior_sample = np.sqrt(self._prior) * rng.normal(size=self._prior.shape[0])
+        residual = y - x @ prior_sample - math.sqrt(self._noise) * rng.normal(size=len(y))
+        sample = prior_sample + self._prior * (x.T @ (kernel_inv @ residual))
+        mean = self._prior * (x.T @ (kernel_inv @ y))
+        return mean + self._exploration * (sample - mean)
+
+    # ------------------------------------------------------------------ ask / tell
+
+    def _random(self, n: int) -> np.ndarray:
+        rng = self._rng
+        out = np.empty((n, len(self._dims)))
+        for i, d in enumerate(self._dims):
+            out[:, i] = rng.randint(d.size, size=n) if d.size else rng.uniform(size=n)
+        return out
+
+    def _neighbours(self, parent: np.ndarray) -> np.ndarray:
+        """Every configuration one dimension away (scalars: a few steps of several sizes)."""
+        parts = []
+        for i, d in enumerate(self._dims):
+            if d.size:
+                values = np.array([v for v in range(d.size) if v != parent[i]], dtype=float)
+            else:
+                values = np.clip(parent[i] + self._rng.normal(size=len(self._steps)) * self._steps, 0.0, 1.0)
+            block = np.repeat(parent[None, :], len(values), axis=0)
+            block[:, i] = values
+            parts.append(block)
+        return np.concatenate(parts)
+
+    def _climb(self, start: np.ndarray, weights: np.ndarray, visited: list[np.ndarray]) -> None:
+        """Hill-climb the sampled model from ``start``; every neighbourhood seen joins the pool."""
+        current, score = start, float((self._features(start[None, :]) @ weights)[0])
+        for _ in range(self._climb_steps):
+            block = self._neighbours(current)
+            visited.append(block)
+            scores = self._features(block) @ weights
+            best = int(np.argmax(scores))
+            if scores[best] <= score:
+                return
+            current, score = block[best], float(scores[best])
+
+    def _internal_ask_candidate(self) -> ng.p.Parameter:
+        genome = None
+        if len(self._losses) >= self._initial:
+            weights = self._thompson_weights()
+            order = np.argsort(self._losses, kind="stable")[: self._elites]
+            starts = [self._genomes[int(i)] for i in order] + list(self._random(self._random_starts))
+            pool: list[np.ndarray] = [self._random(self._random_pool)]
+            for start in starts:
+                self._climb(start, weights, pool)
+            candidates = np.concatenate(pool)
+            scores = self._features(candidates) @ weights
+            for idx in np.argsort(-scores, kind="stable"):
+                key = self._key(self._normalise(candidates[idx]))
+                if key not in self._told and key not in self._pending:
+                    genome = candidates[idx]
+                    break
+        if genome is None:
+            for candidate in self._random(64):
+                key = self._key(self._normalise(candidate))
+                if key not in self._told and key not in self._pending:
+                    genome = candidate
+                    break
+            else:
+                genome = candidate
+        cand = self._candidate(genome)
+        self._pending.add(self._key(self._genome(cand)))
+        return cand
+
+    def _normalise(self, genome: np.ndarray) -> np.ndarray:
+        """The genome a candidate built from ``genome`` reads back as (integer casting, clipping)."""
+        if all(d.size or not d.integer for d in self._dims):
+            return genome
+        return self._genome(self._candidate(genome))
+
+    def _internal_tell_candidate(self, candidate: ng.p.Parameter, loss: float) -> None:
+        genome = self._genome(candidate)
+        key = self._key(genome)
+        self._pending.discard(key)
+        if key in self._told:
+            return
+        self._told.add(key)
+        self._genomes.append(genome)
+        self._losses.append(float(loss) if math.isfinite(loss) else 5.0e20)
+        self._posterior = None
+
+    def _internal_tell_not_asked(self, candidate: ng.p.Parameter, loss: float) -> None:
+        self._internal_tell_candidate(candidate, loss)
+
+    def _internal_provide_recommendation(self) -> None:
+        return None
+
+
+def _normal_quantile(p: np.ndarray) -> np.ndarray:
+    """Inverse standard normal CDF (Acklam's rational approximation; scipy is not a dependency)."""
+    a = (-39.69683028665376, 220.9460984245205, -275.9285104469687, 138.357751867269, -30.66479806614716,
+         2.506628277459239)
+    b = (-54.47609879822406, 161.5858368580409, -155.6989798598866, 66.80131188771972, -13.28068155288572)
+    c = (-0.007784894002430293, -0.3223964580411365, -2.400758277161838, -2.549732539343734, 4.374664141464968,
+         2.938163982698783)
+    dd = (0.007784695709041462, 0.3224671290700398, 2.445134137142996, 3.754408661907416)
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    out = np.empty_like(p)
+    low, high = p < 0.02425, p > 1 - 0.02425
+    mid = ~(low | high)
+    q = p[mid] - 0.5
+    r = q * q
+    out[mid] = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / (
+        ((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1
+    )
+    for mask, sign in ((low, 1.0), (high, -1.0)):
+        q = np.sqrt(-2 * np.log(p[mask] if sign > 0 else 1 - p[mask]))
+        out[mask] = sign * (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / (
+            (((dd[0] * q + dd[1]) * q + dd[2]) * q + dd[3]) * q + 1
+        )
+    return out
+
+
+class SurrogateLocalSearch:
+    """Factory for kubenas's model-guided local search; NGOpt on parametrizations it cannot handle."""
+
+    def __init__(self, **config: object) -> None:
+        self.config = config
+
+    def __call__(
+        self, parametrization: ng.p.Parameter, budget: int | None = None, num_workers: int = 1
+    ) -> base.Optimizer:
+        if _dimensions(parametrization) is None:
+            return ng.optimizers.NGOpt(parametrization, budget=budget, num_workers=num_workers)
+        return _SurrogateLocalSearch(parametrization, budget, num_workers, **self.config)  # type: ignore[arg-type]
+
+
+OWN: dict[str, Callable[..., base.Optimizer]] = {
+    "SurrogateLocalSearch": SurrogateLocalSearch(),
+}
 
 
 def build_optimizer(
@@ -16,10 +342,10 @@ def build_optimizer(
     Raises:
         KeyError: no algorithm has that name.
     """
-    factory = ng.optimizers.registry[name]
+    factory = OWN.get(name) or ng.optimizers.registry[name]
     return factory(parametrization=parametrization, budget=budget, num_workers=num_workers)
 
 
 def known_names() -> list[str]:
     """Every algorithm name ``build_optimizer`` accepts."""
-    return sorted(ng.optimizers.registry)
+    return sorted({*ng.optimizers.registry, *OWN})
