@@ -32,7 +32,7 @@ SINGLE = {
         ],
         "algorithm": {"name": "NGOpt", "seed": 7},
         "budget": {"maxTrials": 12, "parallelTrials": 3, "maxDuration": "1h30m"},
-        "earlyStopping": {"rule": "median", "metric": "loss", "minEpochs": 2},
+        "earlyStopping": {"rule": "median", "metric": "loss", "goal": "minimize", "minEpochs": 2},
         "trialTemplate": {"spec": {"containers": [_container("--lr=${parameters.lr}")], "restartPolicy": "Never"}},
     },
 }
@@ -280,6 +280,12 @@ CASES = [
         {"spec.earlyStopping.metric": "val_acc"},
         "spec.earlyStopping.metric",
         ("objective metric or one of objective.additionalMetrics",),
+    ),
+    Case(
+        "stopping-metric-without-goal",
+        {"spec.earlyStopping.goal": DELETE},
+        "spec.earlyStopping.goal",
+        ("earlyStopping.goal is required",),
     ),
     Case(
         "unknown-stopping-rule", {"spec.earlyStopping.rule": "hyperband"}, "spec.earlyStopping.rule", ("median", "asha")

@@ -524,3 +524,18 @@ def test_fixed_spec_runs_again() -> None:
     assert describe(result) == ["create exp-0", "create exp-1"]
     assert condition(result.status, "Valid") == ("True", "SpecValid", NOW)
     assert result.status.phase == E.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("stopping", "expected"),
+    [
+        pytest.param({"rule": "median"}, api.Goal.MAXIMIZE, id="objective-metric-default"),
+        pytest.param(
+            {"rule": "median", "metric": "val_loss", "goal": "minimize"}, api.Goal.MINIMIZE, id="explicit-goal"
+        ),
+    ],
+)
+def test_early_stopping_judges_the_curve_in_its_own_direction(stopping: dict[str, Any], expected: api.Goal) -> None:
+    exp = experiment(objective={"metric": "accuracy", "goal": "maximize", "additionalMetrics": ["val_loss"]})
+    spec = exp.spec.model_copy(update={"early_stopping": api.EarlyStopping.model_validate(stopping)})
+    assert plan.planner.curve_goal(spec) is expected

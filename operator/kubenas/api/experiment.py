@@ -56,6 +56,14 @@ STOPPING_METRIC_REPORTED = Rule(
     "earlyStopping.metric must be an objective metric or one of objective.additionalMetrics",
     "earlyStopping.metric",
 )
+STOPPING_GOAL_KNOWN = Rule(
+    "!has(self.earlyStopping) || !has(self.earlyStopping.metric) || has(self.earlyStopping.goal)"
+    " || (has(self.objective.metric) && self.objective.metric == self.earlyStopping.metric)"
+    " || (has(self.objective.metrics) && self.objective.metrics.exists(m, m.name == self.earlyStopping.metric))",
+    "earlyStopping.goal is required when earlyStopping.metric is not an objective metric",
+    "earlyStopping.goal",
+    "FieldValueRequired",
+)
 PARAMETERS_IMMUTABLE = Rule(
     "self.parameters == oldSelf.parameters",
     "parameters are immutable after creation (create a new Experiment to change the search space)",
@@ -77,7 +85,11 @@ class ExperimentSpec(Model):
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
-            UNIQUE_PARAMETER_NAMES, WHEN_NAMES_A_PARAMETER, STOPPING_METRIC_REPORTED, *TRANSITION_RULES
+            UNIQUE_PARAMETER_NAMES,
+            WHEN_NAMES_A_PARAMETER,
+            STOPPING_METRIC_REPORTED,
+            STOPPING_GOAL_KNOWN,
+            *TRANSITION_RULES,
         )
     )
 
@@ -113,6 +125,9 @@ class ExperimentSpec(Model):
         reported = [m.name for m in self.objective.objective_metrics()] + self.objective.additional_metrics
         if metric is not None and metric not in reported:
             raise STOPPING_METRIC_REPORTED.violation()
+        objective_names = [m.name for m in self.objective.objective_metrics()]
+        if metric is not None and metric not in objective_names and self.early_stopping.goal is None:
+            raise STOPPING_GOAL_KNOWN.violation()
         return self
 
     def parameter(self, name: str) -> Parameter | None:

@@ -387,6 +387,11 @@ class EarlyStopping(Model):
         description="Intermediate metric to judge (default: the first objective metric); must be an objective "
         "metric or one of additionalMetrics.",
     )
+    goal: Goal | None = Field(
+        default=None,
+        description="Direction of the judged metric (default: its goal in the objective); required for a metric "
+        "from additionalMetrics, e.g. minimize for val_loss.",
+    )
     min_epochs: int = Field(default=1, ge=1, description="Never stop a trial before this step.")
     reduction_factor: int = Field(default=3, ge=2, description="ASHA: keep 1/reductionFactor per rung.")
     min_trials: int = Field(

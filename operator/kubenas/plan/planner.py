@@ -175,9 +175,11 @@ def _early_stops(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> dict[
 def curve_goal(spec: api.ExperimentSpec) -> api.Goal:
     """The direction of the early-stopping metric.
 
-    It is the goal of the objective metric of that name; a metric outside the objective
-    takes the first objective metric's goal.
+    ``earlyStopping.goal`` when given, else the goal of the objective metric of that name
+    (validation requires a goal for a metric outside the objective).
     """
+    if spec.early_stopping.goal is not None:
+        return spec.early_stopping.goal
     metrics = spec.objective.objective_metrics()
     name = spec.early_stopping.metric
     for metric in metrics:
