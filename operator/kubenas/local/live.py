@@ -42,6 +42,7 @@ class Snapshot:
 
     experiment: str
     metric: str
+    value_label: str
     finished: int
     total: int
     running: Sequence[RunningTrial]
@@ -109,7 +110,7 @@ def _outcome(trial: api.Trial, value: float | None) -> str:
 def _best_text(snapshot: Snapshot) -> str:
     if snapshot.best is None:
         return "none yet"
-    text = f"{snapshot.best.name} {snapshot.metric}={format_value(snapshot.best.value)}"
+    text = f"{snapshot.best.name} {snapshot.value_label}={format_value(snapshot.best.value)}"
     return text + (f" (Pareto front: {snapshot.pareto_size})" if snapshot.pareto_size else "")
 
 

@@ -434,6 +434,7 @@ class LocalRunner:
         return Snapshot(
             experiment=self.name,
             metric=self.metric,
+            value_label=self.metric if not self.spec.objective.is_multi else "objective",
             finished=len(finished),
             total=self.spec.budget.max_trials,
             running=list(self.live.values()),
