@@ -77,18 +77,19 @@ class _SurrogateLocalSearch(base.Optimizer):
         random_pool: int = 30,
         climb_steps: int = 8,
         steps: tuple[float, ...] = (0.05, 0.15, 0.3),
-        interaction: float = 0.25,
+        interaction: float = 0.02,
         noise: float = 0.2,
         max_features: int = 800,
         max_points: int = 160,
-        exploration: float = 1.0,
+        exploration: float = 0.3,
+        batch_spread: float = 2.0,
     ) -> None:
         super().__init__(parametrization, budget=budget, num_workers=num_workers)
         dims = _dimensions(self.parametrization)
         if dims is None:
             raise ValueError("SurrogateLocalSearch needs choices and bounded scalars only")
         self._dims = dims
-        self._initial = initial if initial is not None else max(4, min(10, len(dims) + 2))
+        self._initial = initial if initial is not None else max(3, min(8, (len(dims) + 1) // 2 + 2))
         self._elites = elites
         self._random_pool = random_pool
         self._random_starts = random_starts
@@ -96,6 +97,7 @@ class _SurrogateLocalSearch(base.Optimizer):
         self._noise = noise
         self._max_points = max_points
         self._exploration = exploration
+        self._batch_spread = batch_spread
         self._steps = steps
         self._genomes: list[np.ndarray] = []
         self._losses: list[float] = []
@@ -202,7 +204,9 @@ class _SurrogateLocalSearch(base.Optimizer):
         residual = y - x @ prior_sample - math.sqrt(self._noise) * rng.normal(size=len(y))
         sample = prior_sample + self._prior * (x.T @ (kernel_inv @ residual))
         mean = self._prior * (x.T @ (kernel_inv @ y))
-        return mean + self._exploration * (sample - mean)
+        # Proposals of one batch share the data: spread them more the more are still pending.
+        scale = self._exploration * math.sqrt(1.0 + self._batch_spread * len(self._pending))
+        return mean + scale * (sample - mean)
 
     # ------------------------------------------------------------------ ask / tell
 
