@@ -143,7 +143,7 @@ def draw_best_so_far(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> F
     series = _series(spec)
     if not trials:
         return None
-    figure = Figure(figsize=(8, 3.6 * len(series)), layout="constrained")
+    figure = Figure(figsize=(9.5, 3.6 * len(series)), layout="constrained")
     axes = figure.subplots(len(series), 1, squeeze=False)[:, 0]
     for ax, (name, goal) in zip(axes, series, strict=True):
         xs, ys, grey_x, grey_y, best_x, best_y = [], [], [], [], [], []
@@ -212,13 +212,17 @@ def draw_best_so_far(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> F
                 clip_on=False,
                 label="failed / stopped",
             )
+        target = spec.objective.target_value
+        if target is not None and not spec.objective.is_pareto:
+            ax.axhline(target, linestyle=":", color="tab:purple", label=f"targetValue {target:g}")
+            low, high = min(low, target), max(high, target)
         ax.set_ylim(low, high)
         ax.set_xlabel("trials finished")
         ax.set_ylabel(name)
         ax.set_xlim(0.5, len(trials) + 0.5)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
         ax.set_title(f"{name} ({goal}) by trial", fontsize=10)
     return figure
 
