@@ -24,9 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from search import baselines, runner, scoring, tables  # noqa: E402
-
-from kubenas import algorithms  # noqa: E402
+from kubenas import algorithms
+from search import baselines, runner, scoring, tables
 
 CHECKPOINTS = (25, 50, 100, 200)
 
@@ -53,16 +52,15 @@ BASELINES = {
         "regularized evolution", lambda t, b, ev, s: baselines.regularized_evolution(t, b, ev, np.random.default_rng(s))
     ),
     "local": Method(
-        "local search (White et al. 2021)", lambda t, b, ev, s: baselines.local_search(t, b, ev, np.random.default_rng(s))
+        "local search (White et al. 2021)",
+        lambda t, b, ev, s: baselines.local_search(t, b, ev, np.random.default_rng(s)),
     ),
     "tpe": Method("Optuna TPE, multivariate", lambda t, b, ev, s: baselines.optuna_search(t, b, ev, s, "tpe")),
     "gp": Method("Optuna GPSampler", lambda t, b, ev, s: baselines.optuna_search(t, b, ev, s, "gp"), 100, 10),
 }
 
 
-def run_method(
-    method: Method, table: tables.Table, budget: int, seeds: int
-) -> tuple[list[scoring.RunScore], float]:
+def run_method(method: Method, table: tables.Table, budget: int, seeds: int) -> tuple[list[scoring.RunScore], float]:
     budget = min(budget, method.budget or budget)
     n = min(seeds, method.seeds or seeds)
     scores = []
@@ -77,7 +75,7 @@ def run_method(
             return value
 
         keys = method.run(table, budget, evaluate, seed)
-        scores.append(scoring.score_run(table, keys, observed, budget))
+        scores.append(scoring.score_run(table, keys, observed[: len(keys)], budget))
     return scores, (time.process_time() - start) / max(n, 1)
 
 
@@ -108,7 +106,8 @@ def report(
         summary = scoring.summarise(scores, checkpoints)
         results[method.label] = summary
         n = len(scores)
-        label = method.label + (f" ({n} runs, budget {method.budget})" if method.budget and method.budget < budget else "")
+        short = method.budget and method.budget < budget
+        label = method.label + (f" ({n} runs, budget {method.budget})" if short else "")
         cells = [label, *[fmt(summary[f"@{k}"], digits) for k in checkpoints]]
         cells += [fmt(summary["evals"], 0), f"{summary['found']:.0%}", f"{cpu:.1f}"]
         print("| " + " | ".join(cells) + " |", file=out, flush=True)
@@ -117,8 +116,11 @@ def report(
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", action="append", help="nb201-cifar10 (default), nb201-cifar100, nb201-imagenet, "
-                        "hpolib-<dataset>; repeatable")
+    parser.add_argument(
+        "--table",
+        action="append",
+        help="nb201-cifar10 (default), nb201-cifar100, nb201-imagenet, hpolib-<dataset>; repeatable",
+    )
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--budget", type=int, default=200)
     parser.add_argument("--algorithm", action="append", help=f"kubenas algorithm (default {algorithms.DEFAULT})")
@@ -139,8 +141,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, flo
     methods += [BASELINES[b] for b in args.baselines.split(",") if b]
     print(f"Suggester: {runner.suggester_class().__module__}.{runner.suggester_class().__name__}")
     return {
-        name: report(tables.load(name), methods, args.budget, args.seeds)
-        for name in args.table or ["nb201-cifar10"]
+        name: report(tables.load(name), methods, args.budget, args.seeds) for name in args.table or ["nb201-cifar10"]
     }
 
 

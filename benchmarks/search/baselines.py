@@ -25,7 +25,7 @@ def _neighbours(table: Table, x: tuple[int, ...]) -> list[tuple[int, ...]]:
     for i, d in enumerate(table.dimensions):
         for v in range(len(d.grid)):
             if v != x[i]:
-                out.append(x[:i] + (v,) + x[i + 1 :])
+                out.append((*x[:i], v, *x[i + 1 :]))
     return out
 
 
@@ -107,9 +107,7 @@ def local_search(
     return seen[:budget]
 
 
-def optuna_search(
-    table: Table, budget: int, evaluate: Evaluate, seed: int, sampler_name: str = "tpe"
-) -> list[str]:
+def optuna_search(table: Table, budget: int, evaluate: Evaluate, seed: int, sampler_name: str = "tpe") -> list[str]:
     """Optuna over the same kubenas space (numeric parameters stay numeric, log where kubenas uses log)."""
     import optuna
 

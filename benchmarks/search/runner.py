@@ -10,7 +10,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import nevergrad as ng
-
 from kubenas import algorithms, api
 
 from .tables import Table

