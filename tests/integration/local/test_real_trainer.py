@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import records, run_kubenas
+from run_helpers import records, run_kubenas
 
 EPOCHS = 6
 

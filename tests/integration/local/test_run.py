@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 import psutil
-from conftest import child_env, kubenas_command, records, run_kubenas, start_kubenas, stub_manifest, wait_for
 from kubenas import cli
+from run_helpers import child_env, kubenas_command, records, run_kubenas, start_kubenas, stub_manifest, wait_for
 
 
 def live_trial_processes(run_dir: Path) -> list[psutil.Process]:
