@@ -416,6 +416,13 @@ def test_cache_keeps_recent_suggesters_and_rebuilds_stale_ones() -> None:
         search.SuggesterCache(max_entries=0)
 
 
+def test_cache_releasing_memory_keeps_its_entries() -> None:
+    cache = search.SuggesterCache(max_entries=4, trim_every=1)
+    spec = make_spec(parameters=SMALL)
+    first = cache.get("a", spec)
+    assert cache.get("a", spec) is first and len(cache) == 1
+
+
 # --------------------------------------------------------------------------- the overhead benchmark
 
 
