@@ -217,64 +217,88 @@ class _SurrogateLocalSearch(base.Optimizer):
             out[:, i] = rng.randint(d.size, size=n) if d.size else rng.uniform(size=n)
         return out
 
-    def _neighbours(self, parent: np.ndarray) -> np.ndarray:
-        """Every configuration one dimension away (scalars: a few steps of several sizes)."""
+    def _neighbours(self, parents: np.ndarray) -> np.ndarray:
+        """For each parent, every configuration one dimension away (scalars: steps of several sizes).
+
+        Shape (parents, neighbours, dimensions); a choice's block includes the parent's own value.
+        """
+        m = parents.shape[0]
         parts = []
         for i, d in enumerate(self._dims):
             if d.size:
-                values = np.array([v for v in range(d.size) if v != parent[i]], dtype=float)
+                values = np.broadcast_to(np.arange(d.size, dtype=float), (m, d.size))
             else:
-                values = np.clip(parent[i] + self._rng.normal(size=len(self._steps)) * self._steps, 0.0, 1.0)
-            block = np.repeat(parent[None, :], len(values), axis=0)
-            block[:, i] = values
+                noise = self._rng.normal(size=(m, len(self._steps))) * np.asarray(self._steps)
+                values = np.clip(parents[:, i : i + 1] + noise, 0.0, 1.0)
+            block = np.repeat(parents[:, None, :], values.shape[1], axis=1)
+            block[:, :, i] = values
             parts.append(block)
-        return np.concatenate(parts)
+        return np.concatenate(parts, axis=1)
 
-    def _climb(self, start: np.ndarray, weights: np.ndarray, visited: list[np.ndarray]) -> None:
-        """Hill-climb the sampled model from ``start``; every neighbourhood seen joins the pool."""
-        current, score = start, float((self._features(start[None, :]) @ weights)[0])
+    def _climb(self, starts: np.ndarray, weights: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Hill-climb the sampled model from every start at once; returns each neighbourhood seen, scored."""
+        seen, scored = [starts], [self._features(starts) @ weights]
+        current, score = starts, scored[0]
         for _ in range(self._climb_steps):
             block = self._neighbours(current)
-            visited.append(block)
-            scores = self._features(block) @ weights
-            best = int(np.argmax(scores))
-            if scores[best] <= score:
-                return
-            current, score = block[best], float(scores[best])
+            m, n, dims = block.shape
+            flat = block.reshape(m * n, dims)
+            scores = self._features(flat) @ weights
+            seen.append(flat)
+            scored.append(scores)
+            scores = scores.reshape(m, n)
+            best = scores.argmax(axis=1)
+            better = scores[np.arange(m), best] > score
+            if not better.any():
+                break
+            current = block[np.arange(m), best][better]
+            score = scores[np.arange(m), best][better]
+        return seen, scored
 
     def _internal_ask_candidate(self) -> ng.p.Parameter:
         genome = None
         if len(self._losses) >= self._initial:
             weights = self._thompson_weights()
             order = np.argsort(self._losses, kind="stable")[: self._elites]
-            starts = [self._genomes[int(i)] for i in order] + list(self._random(self._random_starts))
-            pool: list[np.ndarray] = [self._random(self._random_pool)]
-            for start in starts:
-                self._climb(start, weights, pool)
-            candidates = np.concatenate(pool)
-            scores = self._features(candidates) @ weights
+            starts = np.concatenate([np.array(self._genomes)[order], self._random(self._random_starts)])
+            seen, scored = self._climb(starts, weights)
+            pool = self._random(self._random_pool)
+            candidates = self._normalise(np.concatenate([pool, *seen]))
+            scores = np.concatenate([self._features(pool) @ weights, *scored])
             for idx in np.argsort(-scores, kind="stable"):
-                key = self._key(self._normalise(candidates[idx]))
+                key = self._key(candidates[idx])
                 if key not in self._told and key not in self._pending:
                     genome = candidates[idx]
                     break
         if genome is None:
-            for candidate in self._random(64):
-                key = self._key(self._normalise(candidate))
+            randoms = self._normalise(self._random(64))
+            for candidate in randoms:
+                key = self._key(candidate)
                 if key not in self._told and key not in self._pending:
                     genome = candidate
                     break
             else:
-                genome = candidate
+                genome = randoms[0]
         cand = self._candidate(genome)
         self._pending.add(self._key(self._genome(cand)))
         return cand
 
-    def _normalise(self, genome: np.ndarray) -> np.ndarray:
-        """The genome a candidate built from ``genome`` reads back as (integer casting, clipping)."""
-        if all(d.size or not d.integer for d in self._dims):
-            return genome
-        return self._genome(self._candidate(genome))
+    def _normalise(self, genomes: np.ndarray) -> np.ndarray:
+        """The genomes candidates built from ``genomes`` (shape (..., dimensions)) read back as: integer casting."""
+        out = genomes
+        for i, d in enumerate(self._dims):
+            if d.size or not d.integer:
+                continue
+            if out is genomes:
+                out = genomes.copy()
+            if d.log:
+                span = math.log(d.high) - math.log(d.low)
+                value = np.clip(np.round(np.exp(math.log(d.low) + genomes[..., i] * span)), d.low, d.high)
+                out[..., i] = (np.log(value) - math.log(d.low)) / span
+            else:
+                value = np.clip(np.round(d.low + genomes[..., i] * (d.high - d.low)), d.low, d.high)
+                out[..., i] = (value - d.low) / (d.high - d.low)
+        return out
 
     def _internal_tell_candidate(self, candidate: ng.p.Parameter, loss: float) -> None:
         genome = self._genome(candidate)
