@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -21,12 +20,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import yaml
-
 from kubenas import api, objective, plan, search, workload
 from kubenas import results as trial_results
 from kubenas.local import report
 from kubenas.local.live import RunningTrial, Snapshot, View, make_view
+from kubenas.local.manifest import ManifestError, load_experiment, same_search
 from kubenas.local.processes import (
     PortAllocator,
     TrialProcess,
@@ -37,7 +35,6 @@ from kubenas.local.processes import (
     threads_per_trial,
 )
 from kubenas.local.results import (
-    ARCHITECTURE_FILE,
     BEST_DIR,
     RunDirectory,
     RunLockedError,
@@ -45,45 +42,13 @@ from kubenas.local.results import (
     trial_record,
 )
 from kubenas.local.scrape import TrialScraper
+from kubenas.local.summary import print_summary
 
 TICK_SECONDS = 0.5
 STOP_GRACE_SECONDS = 5.0
 LOG_TAIL_BYTES = 4096
 EXIT_INTERRUPTED = 130
 RUN_DIR_ENV = "KUBENAS_LOCAL_RUN"
-
-
-class ManifestError(ValueError):
-    """The manifest cannot be run (unreadable, not an Experiment, invalid)."""
-
-
-def load_experiment(path: Path) -> tuple[api.Experiment, str]:
-    """The Experiment in a manifest file (the first document of kind Experiment) and the file's text.
-
-    Raises:
-        ManifestError: with a message for the user.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{path} is not valid YAML: {exc}") from None
-    document = next((d for d in documents if isinstance(d, dict) and d.get("kind") == "Experiment"), None)
-    if document is None:
-        raise ManifestError(f"{path} holds no document of kind Experiment")
-    errors = _validation_errors(document)
-    if errors:
-        raise ManifestError(f"{path} is not a valid Experiment:\n" + "\n".join(f"  - {e}" for e in errors))
-    return api.Experiment.model_validate(document), text
-
-
-def _validation_errors(document: dict[str, Any]) -> list[str]:
-    from kubenas import validation
-
-    return [f"{p.path}: {p.message}" if p.path else p.message for p in validation.validate_document(document)]
 
 
 class LocalRunner:
@@ -532,62 +497,6 @@ def _restore_interrupt_handler(previous: Mapping[int, Any]) -> None:
         signal.signal(sig, handler)
 
 
-def print_summary(run_dir: RunDirectory, stream: Any = None) -> None:
-    """The best trial's architecture and where the report is: the last thing a user sees."""
-    stream = stream or sys.stdout
-    best = run_dir.best()
-    status = run_dir.load_status()
-    if status is not None:
-        line = f"experiment {status.phase}"
-        if status.reason:
-            line += f" ({status.reason}{': ' + status.message if status.message else ''})"
-        print(line, file=stream)
-    if best is None:
-        print("no successful trial: see trials.jsonl and trials/*/log.txt", file=stream)
-    else:
-        value = best.get("value")
-        shown = f"{value:.4f}" if isinstance(value, float) else value
-        print(f"best trial {best.get('trial')}: objective {shown}", file=stream)
-        print(f"  metrics:      {_compact(best.get('metrics'))}", file=stream)
-        print(f"  parameters:   {_compact(best.get('parameters'))}", file=stream)
-        architecture = best.get("architecture")
-        if isinstance(architecture, dict):
-            # The trainer's file holds the whole configuration too; the network's shape is what to show.
-            shape = architecture.get("architecture", architecture)
-            print(f"  architecture: {_compact(shape)}", file=stream)
-            print(f"  (in full: {run_dir.root / BEST_DIR / ARCHITECTURE_FILE})", file=stream)
-        front = best.get("paretoFront") or []
-        if front:
-            names = [m.get("name") for m in (best.get("objective") or {}).get("metrics", [])]
-            print(f"Pareto front ({len(front)} trials):", file=stream)
-            for member in front[:10]:
-                values = {n: member.get("metrics", {}).get(n) for n in names}
-                print(f"  {member.get('name')}: {_compact(values)}  {_compact(member.get('parameters'))}", file=stream)
-            if len(front) > 10:
-                print(f"  … {len(front) - 10} more in best.json", file=stream)
-    print(f"results: {run_dir.root}/ (trials.jsonl, best.json)", file=stream)
-    if (run_dir.root / report.REPORT_HTML).exists():
-        print(f"report:  {run_dir.root / report.REPORT_HTML}", file=stream)
-
-
-def _compact(value: Any, limit: int = 400) -> str:
-    """One line of JSON: floats to 4 significant digits, long lists counted instead of listed."""
-
-    def shrink(item: Any) -> Any:
-        if isinstance(item, float):
-            return int(item) if item.is_integer() and abs(item) < 1e15 else float(f"{item:.4g}")
-        if isinstance(item, dict):
-            return {k: shrink(v) for k, v in item.items() if v is not None}
-        if isinstance(item, list):
-            if len(item) > 8 or any(isinstance(v, dict | list) for v in item):
-                return f"<{len(item)} items>"
-            return [shrink(v) for v in item]
-        return item
-
-    text = json.dumps(shrink(value), sort_keys=True)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def main(args: argparse.Namespace) -> int:
     """``kubenas run FILE [--output DIR] [--resume] [--parallel N]``."""
     try:
@@ -608,7 +517,7 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.resume and not _same_search(run_dir, experiment):
+    if args.resume and not same_search(run_dir, experiment):
         print(
             f"kubenas run: {args.file} changes the search (objective, parameters or algorithm) of the run in "
             f"{run_dir.root}; a resumed run must search the same space. Use another --output.",
@@ -633,16 +542,3 @@ def main(args: argparse.Namespace) -> int:
     if code == EXIT_INTERRUPTED:
         print(f"interrupted: continue with  kubenas run {args.file} --output {args.output} --resume")
     return code
-
-
-def _same_search(run_dir: RunDirectory, experiment: api.Experiment) -> bool:
-    """Whether the run in ``run_dir`` (if any) searched what ``experiment`` searches (the budget may change)."""
-    text = run_dir.manifest_text()
-    if text is None:
-        return True
-    try:
-        earlier, _ = load_experiment(run_dir.root / "experiment.yaml")
-    except ManifestError:
-        return True
-    keys = ("objective", "parameters", "algorithm")
-    return all(getattr(earlier.spec, k) == getattr(experiment.spec, k) for k in keys)

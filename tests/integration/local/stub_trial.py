@@ -29,6 +29,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--sleep", type=float, default=0.05)
     parser.add_argument("--x", default=None, help="echo of ${parameters.x}, checked against the env")
+    parser.add_argument(
+        "--hold-dir", default=None, help="wait while DIR/<pid> exists (a test's way to keep a trial alive)"
+    )
     args = parser.parse_args()
     params = kubenas_trial.parameters()
     if args.x is not None and float(args.x) != float(params["x"]):
@@ -37,13 +40,20 @@ def main() -> int:
     mode = params.get("mode", args.mode)
     final = accuracy(params)
     print(f"trial {os.environ.get('KUBENAS_TRIAL')} params={params} threads={os.environ.get('OMP_NUM_THREADS')}")
+
+    def hold() -> None:
+        while args.hold_dir and Path(args.hold_dir, str(os.getpid())).exists():
+            time.sleep(0.05)
+
     for epoch in range(1, args.epochs + 1):
         kubenas_trial.report(epoch, accuracy=final * epoch / args.epochs)
         time.sleep(args.sleep)
+        hold()
         if mode == "crash" and epoch == 1:
             raise RuntimeError("boom: the stub trial crashed on purpose")
     if mode == "hang":
         time.sleep(3600)
+    hold()
     output = os.environ.get("KUBENAS_OUTPUT_DIR")
     if output:
         Path(output, "architecture.json").write_text('{"stub": true}')

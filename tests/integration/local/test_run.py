@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -71,8 +72,12 @@ def test_small_experiment_runs_to_a_best_trial_and_a_report(tmp_path: Path, writ
 
 
 def test_kill_9_of_the_runner_then_resume_runs_exactly_max_trials(tmp_path: Path, write_manifest) -> None:
+    hold = tmp_path / "hold"
+    hold.mkdir()
     manifest = write_manifest(
-        stub_manifest("crash", max_trials=5, parallel=2, args=["--epochs", "8", "--sleep", "0.25"])
+        stub_manifest(
+            "crash", max_trials=5, parallel=2, args=["--epochs", "8", "--sleep", "0.25", "--hold-dir", str(hold)]
+        )
     )
     run_dir = tmp_path / "runs" / "crash"
     runner = start_kubenas("run", str(manifest), "--output", "runs", cwd=tmp_path, log=tmp_path / "first.log")
@@ -80,27 +85,33 @@ def test_kill_9_of_the_runner_then_resume_runs_exactly_max_trials(tmp_path: Path
         wait_for(
             lambda: len(records(run_dir)) >= 2 and len(live_trial_processes(run_dir)) >= 2, what="2 done, 2 running"
         )
+        # Keep the running trials alive past the kill, however slowly the resumed runner starts.
+        for record in json.loads((run_dir / "processes.json").read_text()):
+            (hold / str(record["pid"])).touch()
     finally:
         runner.send_signal(signal.SIGKILL)
         runner.wait()
-    finished_before = {r["name"] for r in records(run_dir)}
-    orphans = live_trial_processes(run_dir)
-    assert orphans, "trials must outlive a killed runner for this test to mean anything"
+    try:
+        finished_before = {r["name"] for r in records(run_dir)}
+        orphans = live_trial_processes(run_dir)
+        assert orphans, "trials must outlive a killed runner for this test to mean anything"
 
-    result = run_kubenas("run", str(manifest), "--output", "runs", "--resume", cwd=tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "left running by the interrupted run" in result.stdout
-    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans)
+        result = run_kubenas("run", str(manifest), "--output", "runs", "--resume", cwd=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "left running by the interrupted run" in result.stdout
+        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans)
 
-    lines = records(run_dir)
-    names = [r["name"] for r in lines]
-    assert sorted(names) == [f"crash-{i}" for i in range(5)], names  # none lost, none repeated, none extra
-    assert all(r["phase"] == "Succeeded" for r in lines)
-    assert finished_before <= set(names)
-    assert sorted(p.name for p in (run_dir / "trials").iterdir()) == sorted(names)
-    assert live_trial_processes(run_dir) == []
-    status = json.loads((run_dir / "run.json").read_text())["status"]
-    assert status["phase"] == "Succeeded" and status["trials"]["succeeded"] == 5
+        lines = records(run_dir)
+        names = [r["name"] for r in lines]
+        assert sorted(names) == [f"crash-{i}" for i in range(5)], names  # none lost, none repeated, none extra
+        assert all(r["phase"] == "Succeeded" for r in lines)
+        assert finished_before <= set(names)
+        assert sorted(p.name for p in (run_dir / "trials").iterdir()) == sorted(names)
+        assert live_trial_processes(run_dir) == []
+        status = json.loads((run_dir / "run.json").read_text())["status"]
+        assert status["phase"] == "Succeeded" and status["trials"]["succeeded"] == 5
+    finally:
+        shutil.rmtree(hold, ignore_errors=True)  # never leave a held trial behind
 
 
 def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path, write_manifest, capsys) -> None:

@@ -1,0 +1,55 @@
+"""Reading the Experiment manifest ``kubenas run`` is given, with the checks ``kubenas validate`` makes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubenas import api, validation
+from kubenas.local.results import RunDirectory
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be run (unreadable, not an Experiment, invalid)."""
+
+
+def load_experiment(path: Path) -> tuple[api.Experiment, str]:
+    """The Experiment in a manifest file (the first document of kind Experiment) and the file's text.
+
+    Raises:
+        ManifestError: with a message for the user.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path} is not valid YAML: {exc}") from None
+    document = next((d for d in documents if isinstance(d, dict) and d.get("kind") == "Experiment"), None)
+    if document is None:
+        raise ManifestError(f"{path} holds no document of kind Experiment")
+    errors = _validation_errors(document)
+    if errors:
+        raise ManifestError(f"{path} is not a valid Experiment:\n" + "\n".join(f"  - {e}" for e in errors))
+    return api.Experiment.model_validate(document), text
+
+
+def _validation_errors(document: dict[str, Any]) -> list[str]:
+    return [f"{p.path}: {p.message}" if p.path else p.message for p in validation.validate_document(document)]
+
+
+def same_search(run_dir: RunDirectory, experiment: api.Experiment) -> bool:
+    """Whether the run in ``run_dir`` (if any) searched what ``experiment`` searches (the budget may change)."""
+    text = run_dir.manifest_text()
+    if text is None:
+        return True
+    try:
+        earlier, _ = load_experiment(run_dir.root / "experiment.yaml")
+    except ManifestError:
+        return True
+    keys = ("objective", "parameters", "algorithm")
+    return all(getattr(earlier.spec, k) == getattr(experiment.spec, k) for k in keys)
