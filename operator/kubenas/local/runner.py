@@ -167,6 +167,10 @@ class LocalRunner:
             self.view.update(self._snapshot())
             if self.status.phase.is_finished and not self.processes:
                 return
+            if self.spec.suspend and not self.processes:
+                # On a cluster a suspended experiment waits for an edit; here nobody can edit it.
+                self.view.message("spec.suspend is true: no new trials start; set it to false and --resume")
+                return
             time.sleep(TICK_SECONDS)
 
     def _observe(self) -> None:
@@ -533,7 +537,11 @@ def main(args: argparse.Namespace) -> int:
         run_dir.create()
         run_dir.save_manifest(text)
         view = make_view()
-        runner = LocalRunner(experiment, run_dir, view)
+        try:
+            runner = LocalRunner(experiment, run_dir, view)
+        except ManifestError as exc:
+            print(f"kubenas run: {exc}", file=sys.stderr)
+            return 2
         runner.recover()
         code = runner.run()
     finally:
