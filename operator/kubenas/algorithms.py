@@ -100,10 +100,10 @@ class _SurrogateLocalSearch(base.Optimizer):
         self._batch_spread = batch_spread
         self._steps = steps
         self._genomes: list[np.ndarray] = []
-        self._losses: list[float] = []
+        self._losses: list[np.ndarray] = []
         self._told: set[tuple[float, ...]] = set()
         self._pending: set[tuple[float, ...]] = set()
-        self._posterior: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._posterior: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._widths = [d.size if d.size else 2 for d in dims]
         self._offsets = np.concatenate([[0], np.cumsum(self._widths)]).astype(int)
         pairs = [(i, j) for i in range(len(dims)) for j in range(i + 1, len(dims))]
@@ -175,30 +175,42 @@ class _SurrogateLocalSearch(base.Optimizer):
         parts.append(np.ones((genomes.shape[0], 1)))
         return np.concatenate(parts, axis=1)
 
-    def _fit(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Training features, targets and the inverse kernel matrix, cached until the next tell.
+    def _fit(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per-objective goodness of every point, the modelled points, their features and inverse kernel.
 
-        Weight-space Bayesian regression in its dual form: the cost follows the number of points,
-        which is capped (the best ones plus a spread of the rest, by rank), not the feature count.
+        Cached until the next tell. Weight-space Bayesian regression in its dual form: the cost
+        follows the number of points, which is capped (the best ones plus a spread of the rest, by
+        rank), not the feature count; the kernel does not depend on the targets.
         """
         if self._posterior is None:
-            losses = np.array(self._losses)
-            ranks = losses.argsort(kind="stable").argsort(kind="stable")
-            # Normal scores of the ranks (larger is better): robust to diverged runs and the loss's scale.
-            y = -_normal_quantile((ranks + 0.5) / len(ranks))
-            by_rank = np.argsort(ranks)
-            if len(by_rank) > self._max_points:
+            losses = np.array(self._losses)  # (points, objectives)
+            n = losses.shape[0]
+            ranks = losses.argsort(axis=0, kind="stable").argsort(axis=0, kind="stable")
+            goodness = 1.0 - (ranks + 0.5) / n  # per objective, in (0, 1), larger is better
+            chosen = np.argsort(ranks.sum(axis=1), kind="stable")
+            if n > self._max_points:
                 half = self._max_points // 2
-                rest = by_rank[half:]
-                by_rank = np.concatenate([by_rank[:half], rest[np.linspace(0, len(rest) - 1, half).astype(int)]])
-            x = self._features(np.array(self._genomes)[by_rank])
-            kernel = (x * self._prior) @ x.T + self._noise * np.eye(len(by_rank))
-            self._posterior = (x, y[by_rank], np.linalg.inv(kernel))
+                rest = chosen[half:]
+                chosen = np.concatenate([chosen[:half], rest[np.linspace(0, len(rest) - 1, half).astype(int)]])
+            x = self._features(np.array(self._genomes)[chosen])
+            kernel = (x * self._prior) @ x.T + self._noise * np.eye(len(chosen))
+            self._posterior = (goodness, chosen, x, np.linalg.inv(kernel))
         return self._posterior
 
-    def _thompson_weights(self) -> np.ndarray:
+    def _scalarised(self, goodness: np.ndarray) -> np.ndarray:
+        """One objective per ask: itself, or a random Chebyshev scalarisation of several (ParEGO)."""
+        if goodness.shape[1] == 1:
+            return goodness[:, 0]
+        weights = self._rng.dirichlet(np.ones(goodness.shape[1]))
+        shortfall = weights * (1.0 - goodness)
+        return -shortfall.max(axis=1) - 0.05 * shortfall.sum(axis=1)
+
+    def _thompson_weights(self, target: np.ndarray) -> np.ndarray:
         """One posterior sample of the weights (pathwise conditioning of a prior sample)."""
-        x, y, kernel_inv = self._fit()
+        _, chosen, x, kernel_inv = self._fit()
+        ranks = target.argsort(kind="stable").argsort(kind="stable")
+        # Normal scores of the ranks (larger is better): robust to diverged runs and the loss's scale.
+        y = _normal_quantile((ranks[chosen] + 0.5) / len(ranks))
         rng = self._rng
         prior_sample = np.sqrt(self._prior) * rng.normal(size=self._prior.shape[0])
         residual = y - x @ prior_sample - math.sqrt(self._noise) * rng.normal(size=len(y))
@@ -258,8 +270,9 @@ class _SurrogateLocalSearch(base.Optimizer):
     def _internal_ask_candidate(self) -> ng.p.Parameter:
         genome = None
         if len(self._losses) >= self._initial:
-            weights = self._thompson_weights()
-            order = np.argsort(self._losses, kind="stable")[: self._elites]
+            target = self._scalarised(self._fit()[0])
+            weights = self._thompson_weights(target)
+            order = np.argsort(-target, kind="stable")[: self._elites]
             starts = np.concatenate([np.array(self._genomes)[order], self._random(self._random_starts)])
             seen, scored = self._climb(starts, weights)
             pool = self._random(self._random_pool)
@@ -308,7 +321,12 @@ class _SurrogateLocalSearch(base.Optimizer):
             return
         self._told.add(key)
         self._genomes.append(genome)
-        self._losses.append(float(loss) if math.isfinite(loss) else 5.0e20)
+        # Pareto objectives: Nevergrad hands us a hypervolume-based scalar; the vector is on the candidate.
+        vector = getattr(candidate, "_losses", None)
+        values = np.atleast_1d(np.asarray(vector if vector is not None else loss, dtype=float))
+        if self._losses and len(self._losses[0]) != len(values):
+            values = np.full(len(self._losses[0]), float(loss))
+        self._losses.append(np.where(np.isfinite(values), values, 5.0e20))
         self._posterior = None
 
     def _internal_tell_not_asked(self, candidate: ng.p.Parameter, loss: float) -> None:
