@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kubenas import algorithms
-from search import baselines, runner, scoring, tables
+from search import baselines, multiobjective, runner, scoring, tables
 
 CHECKPOINTS = (25, 50, 100, 200)
 
@@ -114,6 +114,47 @@ def report(
     return results
 
 
+def report_pareto(
+    table: tables.Table, algorithms_: Sequence[str], cost: str, budget: int, seeds: int, out=sys.stdout
+) -> dict[str, dict[str, float]]:
+    """Normalised hypervolume of the evaluated architectures' true (accuracy, cost) points."""
+    score = multiobjective.ParetoScore(table, cost)
+    methods: dict[str, Callable[..., list[str]]] = {
+        **{
+            f"kubenas {a} (Pareto)": lambda t, b, ev, s, a=a: multiobjective.kubenas_pareto(t, b, ev, s, cost, a)
+            for a in algorithms_
+        },
+        "random search": multiobjective.random_pareto,
+        "Optuna NSGA-II": lambda t, b, ev, s: multiobjective.optuna_pareto(t, b, ev, s, cost, "nsga2"),
+        "Optuna TPE, multivariate": lambda t, b, ev, s: multiobjective.optuna_pareto(t, b, ev, s, cost, "tpe"),
+    }
+    checkpoints = [k for k in (25, 50, 100, 200) if k <= budget]
+    print(
+        f"\n{table.name}: accuracy vs {cost}, normalised hypervolume, budget {budget}, {seeds} seeds (median)", file=out
+    )
+    head = ["algorithm", *[f"HV@{k}" for k in checkpoints], "CPU s/run"]
+    print("| " + " | ".join(head) + " |", file=out)
+    print("|" + "---|" * len(head), file=out)
+    results = {}
+    for label, run in methods.items():
+        volumes: dict[int, list[float]] = {k: [] for k in checkpoints}
+        start = time.process_time()
+        for seed in range(seeds):
+            noise = np.random.default_rng([seed, zlib.crc32(table.name.encode())])
+
+            def evaluate(key: str, noise: np.random.Generator = noise) -> dict[str, float]:
+                return {"acc": table.evaluate(key, noise), cost: table.extra[key][cost]}
+
+            keys = run(table, budget, evaluate, seed)
+            for k in checkpoints:
+                volumes[k].append(score(keys[:k]))
+        cpu = (time.process_time() - start) / seeds
+        results[label] = {f"HV@{k}": float(np.median(v)) for k, v in volumes.items()}
+        cells = [label, *[f"{results[label][f'HV@{k}']:.3f}" for k in checkpoints], f"{cpu:.1f}"]
+        print("| " + " | ".join(cells) + " |", file=out, flush=True)
+    return results
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -127,11 +168,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, flo
     parser.add_argument("--parallel", default="1,4,8", help="parallelTrials values for kubenas rows")
     parser.add_argument("--baselines", default=",".join(BASELINES), help="comma list; '' for none")
     parser.add_argument("--restart-every", type=int, help="also run kubenas rebuilt from history every n trials")
+    parser.add_argument("--pareto", metavar="COST", help="multi-objective run instead: accuracy vs latency|model_size")
     parser.add_argument("--quick", action="store_true", help="3 seeds, budget 50, no GP")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.budget = min(args.seeds, 3), min(args.budget, 50)
         args.baselines = ",".join(b for b in args.baselines.split(",") if b != "gp")
+    if args.pareto:
+        chosen = args.algorithm or [algorithms.DEFAULT]
+        return {
+            name: report_pareto(tables.load(name), chosen, args.pareto, args.budget, args.seeds)
+            for name in args.table or ["nb201-cifar10"]
+        }
     methods = []
     for algorithm in args.algorithm or [algorithms.DEFAULT]:
         for p in (int(x) for x in args.parallel.split(",") if x):
