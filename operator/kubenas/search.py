@@ -51,7 +51,7 @@ from threadpoolctl import ThreadpoolController
 from kubenas import algorithms, api, objective
 from kubenas.space import Config, SearchSpace
 
-ARCHIVE_SIZE = 4
+ARCHIVE_SIZE = 2
 """Candidates each optimizer's archive keeps (per criterion) after pruning."""
 REPLAY_BATCH = 24
 """Most results told to the optimizer in one ``sync``; a rebuild drains the rest over later syncs."""
@@ -540,7 +540,7 @@ class SuggesterCache:
         self,
         max_entries: int = 32,
         factory: Callable[[api.ExperimentSpec], Suggester] = Suggester,
-        trim_every: int = 256,
+        trim_every: int = 64,
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
