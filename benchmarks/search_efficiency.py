@@ -97,7 +97,14 @@ def report(
         f"budget {budget}, {seeds} seeds (median)",
         file=out,
     )
-    head = ["algorithm", *[f"@{k}" for k in checkpoints], "evals to top 1%", "runs reaching it", "CPU s/run"]
+    head = [
+        "algorithm",
+        *[f"@{k}" for k in checkpoints],
+        "evals to top 1%",
+        "runs reaching it",
+        "evals to optimum",
+        "CPU s/run",
+    ]
     print("| " + " | ".join(head) + " |", file=out)
     print("|" + "---|" * len(head), file=out)
     results = {}
@@ -109,7 +116,7 @@ def report(
         short = method.budget and method.budget < budget
         label = method.label + (f" ({n} runs, budget {method.budget})" if short else "")
         cells = [label, *[fmt(summary[f"@{k}"], digits) for k in checkpoints]]
-        cells += [fmt(summary["evals"], 0), f"{summary['found']:.0%}", f"{cpu:.1f}"]
+        cells += [fmt(summary["evals"], 0), f"{summary['found']:.0%}", fmt(summary["optimum"], 0), f"{cpu:.1f}"]
         print("| " + " | ".join(cells) + " |", file=out, flush=True)
     return results
 
