@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kubenas import algorithms
-from search import baselines, multiobjective, runner, scoring, tables
+from search import baselines, constrained, multiobjective, runner, scoring, tables
 
 CHECKPOINTS = (25, 50, 100, 200)
 
@@ -162,6 +162,46 @@ def report_pareto(
     return results
 
 
+def report_constrained(
+    table: tables.Table, algorithms_: Sequence[str], cost: str, quantile: float, budget: int, seeds: int, out=sys.stdout
+) -> dict[str, dict[str, float]]:
+    """Infeasible share per window and evaluations to the feasible top 1%."""
+    limit = float(np.quantile([table.extra[k][cost] for k in table.means], quantile))
+    scorer = constrained.FeasibleTop(table, cost, limit)
+    methods: dict[str, Callable[..., list[str]]] = {
+        **{
+            f"kubenas {a}": lambda t, b, ev, s, a=a: constrained.kubenas_constrained(t, b, ev, s, cost, limit, a)
+            for a in algorithms_
+        },
+        "random search": constrained.random_constrained,
+    }
+    print(
+        f"\n{table.name}: accuracy subject to {cost} <= {limit:.4g} ({scorer.share_feasible:.0%} of the table "
+        f"feasible; feasible top 1% {scorer.top1:.2f}), budget {budget}, {seeds} seeds (median; shares: mean)",
+        file=out,
+    )
+    windows = [f"infeasible {lo}-{hi}" for lo, hi in constrained.WINDOWS if lo <= budget]
+    head = ["algorithm", *windows, "evals to feasible top 1%"]
+    print("| " + " | ".join(head) + " |", file=out)
+    print("|" + "---|" * len(head), file=out)
+    results = {}
+    for label, run in methods.items():
+        rows = []
+        for seed in range(seeds):
+            noise = np.random.default_rng([seed, zlib.crc32(table.name.encode())])
+
+            def evaluate(key: str, noise: np.random.Generator = noise) -> dict[str, float]:
+                return {"acc": table.evaluate(key, noise), cost: table.extra[key][cost]}
+
+            rows.append(scorer.score(run(table, budget, evaluate, seed)))
+        summary = {w: float(np.nanmean([r[w] for r in rows])) for w in windows}
+        summary["evals"] = float(np.median([r["evals"] for r in rows]))
+        results[label] = summary
+        cells = [label, *[f"{summary[w]:.0%}" for w in windows], fmt(summary["evals"], 0)]
+        print("| " + " | ".join(cells) + " |", file=out, flush=True)
+    return results
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -176,11 +216,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, flo
     parser.add_argument("--baselines", default=",".join(BASELINES), help="comma list; '' for none")
     parser.add_argument("--restart-every", type=int, help="also run kubenas rebuilt from history every n trials")
     parser.add_argument("--pareto", metavar="COST", help="multi-objective run instead: accuracy vs latency|model_size")
+    parser.add_argument("--constraint", metavar="COST", help="constrained run instead: accuracy s.t. COST <= quantile")
+    parser.add_argument("--quantile", type=float, default=0.3, help="--constraint threshold as a table quantile")
     parser.add_argument("--quick", action="store_true", help="3 seeds, budget 50, no GP")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.budget = min(args.seeds, 3), min(args.budget, 50)
         args.baselines = ",".join(b for b in args.baselines.split(",") if b != "gp")
+    if args.constraint:
+        chosen = args.algorithm or [algorithms.DEFAULT]
+        return {
+            name: report_constrained(tables.load(name), chosen, args.constraint, args.quantile, args.budget, args.seeds)
+            for name in args.table or ["nb201-cifar10"]
+        }
     if args.pareto:
         chosen = args.algorithm or [algorithms.DEFAULT]
         return {
