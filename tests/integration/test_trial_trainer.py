@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -55,6 +56,7 @@ def test_digits_cnn_reaches_95_percent(digits_run: tuple[subprocess.CompletedPro
     assert set(result) >= REQUIRED
     assert result["accuracy"] >= 0.95 and result["test_accuracy"] >= 0.9
     assert result["nonzero_params"] == result["params"] > 1000
+    assert result["log10_params"] == pytest.approx(math.log10(result["params"]), abs=1e-6)
     assert result["flops"] > 2 * result["params"] and result["latency_ms"] > 0
     assert "device=cpu" in done.stdout and "epoch 6 accuracy=" in done.stdout
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import sys
@@ -129,6 +130,7 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
         "test_loss": test_loss,
         "params": params_total,
         "nonzero_params": nonzero,
+        "log10_params": math.log10(max(nonzero, 1)),  # for weighted objectives: α·accuracy − β·log(size)
         "flops": flop_count,
         "sparse_flops": sparse_flops,
         "latency_ms": latency,
