@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--namespace", "-n", action="append", default=[], help="namespace to serve (repeatable)")
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="serve every namespace")
     operator.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    operator.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="port of the operator's Prometheus /metrics (default 8081; 0: off)",
+    )
     operator.add_argument("--verbose", action="store_true")
     return parser
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 
 import kopf
 
@@ -15,6 +16,8 @@ def main(args: argparse.Namespace) -> int:
     """Run until interrupted; returns the process exit code."""
     namespaces = tuple(args.namespace or ())
     settings = Settings.from_env(namespaces=() if args.all_namespaces else namespaces)
+    if getattr(args, "metrics_port", None) is not None:
+        settings = dataclasses.replace(settings, metrics_port=args.metrics_port)
     kopf.configure(verbose=bool(args.verbose))  # kopf's log format for kopf and kubenas alike
     asyncio.run(run(settings, liveness=args.liveness))
     return 0

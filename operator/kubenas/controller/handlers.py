@@ -12,43 +12,61 @@ import asyncio
 import logging
 from typing import Any
 
-import aiohttp
 import kopf
 
-from kubenas import api, search, workload
-from kubenas.controller import context, kube, reconcile
+from kubenas import api, workload
+from kubenas.controller import context, health, reconcile, telemetry
 from kubenas.controller.scheduler import Scheduler
 from kubenas.controller.settings import Settings
 
 CHILD_LABELS = {workload.LABEL_EXPERIMENT: kopf.PRESENT}
+EXPERIMENTS = (api.GROUP, api.VERSION, "experiments")
+TRIALS = (api.GROUP, api.VERSION, "trials")
+JOBS = ("batch", "v1", "jobs")
+PODS = ("v1", "pods")
+# kopf retries a failed API request (4xx included) this many times, seconds apart, then gives up; a watch
+# stream's list that gives up stops the whole operator (kopf 1.45), so the process exits and the pod restarts.
+ERROR_BACKOFFS = (1, 2, 5, 10, 20, 30, 60)
+WATCHED = (EXPERIMENTS, TRIALS, JOBS, PODS)  # kopf runs one watch stream per kind (and per served namespace)
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     ours = settings_of(memo)
     configure(settings)
-    client = kube.Kube(lambda: memo.get("credentials"), timeout=ours.request_timeout)
-    ctx = context.Context(
-        settings=ours,
-        kube=client,
-        http=aiohttp.ClientSession(),
-        suggesters=search.SuggesterCache(ours.suggester_cache_size),
-    )
+    memo.watchers = health.WatcherCheck(len(WATCHED) * max(1, len(ours.namespaces)), ours.watcher_grace_seconds)
+    ctx = context.create(ours, lambda: memo.get("credentials"), watchers_ended=lambda: memo.watchers.ended)
     memo.ctx = ctx
     memo.scheduler = Scheduler(lambda key: reconcile.reconcile(ctx, key), ours.debounce_seconds, ours.retry_seconds)
     interval = min(ours.resync_seconds, ours.metrics_poll_seconds)
     memo.resync = asyncio.get_running_loop().create_task(memo.scheduler.resync_forever(interval))
+    if ours.metrics_port:
+        try:
+            memo.metrics_server = await telemetry.serve(ctx.telemetry, ours.metrics_host, ours.metrics_port)
+        except OSError as err:
+            raise kopf.PermanentError(f"cannot serve metrics on port {ours.metrics_port}: {err}") from err
     logger.info("kubenas operator started (namespaces: %s)", ", ".join(ours.namespaces) or "all")
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "metrics_server" in memo:
+        await memo.metrics_server.cleanup()
     if "resync" in memo:
         memo.resync.cancel()
         await memo.scheduler.close()
         await memo.ctx.kube.close()
         await memo.ctx.http.close()
         memo.ctx.executor.shutdown(wait=False, cancel_futures=True)
+
+
+@kopf.on.probe(id="watchStreams")
+async def watch_streams(memo: kopf.Memo, **_: Any) -> int:
+    """Fails /healthz (``--liveness``) once a kopf watch stream has ended: only a restart brings it back."""
+    try:
+        return int(memo.watchers.check())
+    except health.WatchersEnded as err:
+        raise kopf.PermanentError(str(err)) from err  # a plain error would hold the probe for a retry
 
 
 @kopf.on.login()
@@ -65,19 +83,20 @@ def login(memo: kopf.Memo, logger: logging.Logger, settings: kopf.OperatorSettin
     return info
 
 
-@kopf.on.event(api.GROUP, api.VERSION, "experiments")
+@kopf.on.event(*EXPERIMENTS)
 async def experiment_event(type: str | None, namespace: str, name: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
         memo.scheduler.forget((namespace, name))
+        memo.ctx.telemetry.forget((namespace, name))
         with memo.ctx.suggesters_lock:
             memo.ctx.suggesters.discard(uid)
     else:
         memo.scheduler.request((namespace, name))
 
 
-@kopf.on.event(api.GROUP, api.VERSION, "trials", labels=CHILD_LABELS)
-@kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
-@kopf.on.event("v1", "pods", labels=CHILD_LABELS)
+@kopf.on.event(*TRIALS, labels=CHILD_LABELS)
+@kopf.on.event(*JOBS, labels=CHILD_LABELS)
+@kopf.on.event(*PODS, labels=CHILD_LABELS)
 async def child_event(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
     memo.scheduler.request((namespace, labels[workload.LABEL_EXPERIMENT]))
 
@@ -96,11 +115,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 600
     settings.watching.inactivity_timeout = 70
     settings.networking.request_timeout = 60
-    settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30, 60]
+    settings.networking.error_backoffs = list(ERROR_BACKOFFS)
     settings.queueing.worker_limit = None
     # Resources are resolved once at startup (install the CRDs first), so no cluster-wide CRD watch or RBAC.
     settings.scanning.disabled = True
-    selector = workload.LABEL_EXPERIMENT
-    settings.watching.label_selectors["batch", "v1", "jobs"] = selector
-    settings.watching.label_selectors["v1", "pods"] = selector
-    settings.watching.label_selectors[api.GROUP, api.VERSION, "trials"] = selector
+    for kind in (TRIALS, JOBS, PODS):
+        settings.watching.label_selectors[kind] = workload.LABEL_EXPERIMENT

@@ -90,10 +90,17 @@ class Kube:
         credentials: returns the current ``kopf.ConnectionInfo`` (kopf re-logs in on 401,
             so it is read on each request, not once).
         timeout: per-request timeout in seconds.
+        on_error: told the HTTP status of every failed request, or ``"network"`` (for metrics).
     """
 
-    def __init__(self, credentials: Callable[[], kopf.ConnectionInfo | None], timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        credentials: Callable[[], kopf.ConnectionInfo | None],
+        timeout: float = 30.0,
+        on_error: Callable[[int | str], None] = lambda _: None,
+    ) -> None:
         self._credentials = credentials
+        self._on_error = on_error
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         self._session_for: kopf.ConnectionInfo | None = None
@@ -158,11 +165,16 @@ class Kube:
             headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
         data = None if body is None else json.dumps(body)
         url = info.server.rstrip("/") + path
-        async with session.request(method, url, data=data, headers=headers) as response:
-            text = await response.text()
-            if response.status >= 400:
-                raise _error(response.status, text)
-            return json.loads(text) if text else {}
+        try:
+            async with session.request(method, url, data=data, headers=headers) as response:
+                text = await response.text()
+        except (aiohttp.ClientError, TimeoutError):
+            self._on_error("network")
+            raise
+        if response.status >= 400:
+            self._on_error(response.status)
+            raise _error(response.status, text)
+        return json.loads(text) if text else {}
 
     async def _ensure_session(self) -> tuple[aiohttp.ClientSession, kopf.ConnectionInfo]:
         info = self._credentials()

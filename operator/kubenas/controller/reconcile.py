@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,10 +29,22 @@ Key = tuple[str, str]
 
 async def reconcile(ctx: Context, key: Key) -> bool:
     """Reconcile experiment ``key`` (namespace, name); returns whether it is still running."""
+    started = time.perf_counter()
+    try:
+        running = await _reconcile(ctx, key)
+    except Exception:
+        ctx.telemetry.reconciled("error", time.perf_counter() - started)
+        raise
+    ctx.telemetry.reconciled("success", time.perf_counter() - started)
+    return running
+
+
+async def _reconcile(ctx: Context, key: Key) -> bool:
     namespace, name = key
     try:
         raw = await ctx.kube.get(kube.EXPERIMENTS, namespace, name)
     except kube.NotFound:
+        ctx.telemetry.forget(key)
         return False
     now = datetime.now(UTC)
     try:
@@ -40,6 +53,7 @@ async def reconcile(ctx: Context, key: Key) -> bool:
         decided = plan.invalid_plan(raw, _error_text(err), now)
         await _apply(ctx, None, raw, [], decided)
         await _write_experiment_status(ctx, raw, decided.status)
+        ctx.telemetry.observe(key, decided.status.phase, ())
         return False
     children = await _children(ctx, experiment)
     trials = await _observe_trials(ctx, experiment, raw, children, now)
@@ -56,6 +70,7 @@ async def reconcile(ctx: Context, key: Key) -> bool:
         _forget_suggester(ctx, experiment)
         raise
     await _write_experiment_status(ctx, raw, status)
+    ctx.telemetry.observe(key, status.phase, (t.phase for t in trials))
     return not status.phase.is_finished
 
 

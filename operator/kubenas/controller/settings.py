@@ -24,6 +24,9 @@ class Settings:
         request_timeout: seconds for one API request.
         scrape_timeout: seconds for one metrics scrape or PromQL query.
         suggester_cache_size: Suggesters kept in memory (each is rebuilt from Trials when evicted).
+        metrics_port: port of the operator's own Prometheus ``/metrics`` (0: not served).
+        metrics_host: address that port listens on.
+        watcher_grace_seconds: how long after start too few kopf watch streams is not yet a liveness failure.
         test_api_url: tests only: an insecure API server URL to log in to (the kmock emulator).
     """
 
@@ -38,6 +41,9 @@ class Settings:
     request_timeout: float = 30.0
     scrape_timeout: float = 5.0
     suggester_cache_size: int = 32
+    metrics_port: int = 8081
+    metrics_host: str = "0.0.0.0"
+    watcher_grace_seconds: float = 30.0
     test_api_url: str | None = None
 
     @classmethod
@@ -69,5 +75,8 @@ class Settings:
             request_timeout=number("KUBENAS_REQUEST_TIMEOUT", cls.request_timeout),
             scrape_timeout=number("KUBENAS_SCRAPE_TIMEOUT", cls.scrape_timeout),
             suggester_cache_size=int(number("KUBENAS_SUGGESTER_CACHE_SIZE", cls.suggester_cache_size)),
+            metrics_port=int(number("KUBENAS_OPERATOR_METRICS_PORT", cls.metrics_port)),
+            metrics_host=env.get("KUBENAS_OPERATOR_METRICS_HOST") or cls.metrics_host,
+            watcher_grace_seconds=number("KUBENAS_WATCHER_GRACE_SECONDS", cls.watcher_grace_seconds),
             test_api_url=env.get("KUBENAS_TEST_API_URL") or None,
         )

@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -60,11 +61,21 @@ class Emulator(kmock.KubernetesEmulator):
         self.writes: list[tuple[str, str]] = []  # (action, "plural/name") of every write
         self.conflict_updates: dict[str, int] = {}  # plural -> PATCHes to refuse with 409 Conflict
         self.expire_watches: dict[str, int] = {}  # plural -> watches to end with 410 Gone after the initial list
+        self.undiscoverable: set[str] = set()  # plurals left out of discovery (as a CRD not installed yet)
+        self.forbid_lists: set[str] = set()  # plurals whose LIST answers 403 Forbidden (as missing RBAC would)
+        self.requests: Counter[tuple[str, str]] = Counter()  # (action, plural) of every request
         for path, (kind, namespaced, subresources) in RESOURCES.items():
             info = self.resources[path]
             info.kind, info.namespaced, info.verbs, info.subresources = kind, namespaced, VERBS, subresources
 
+    def _get_resources(self) -> list[Any]:
+        return [r for r in super()._get_resources() if r.plural not in self.undiscoverable]
+
     async def _handle(self, request: Any) -> Any:
+        if request.resource is not None:
+            self.requests[str(request.action.value), request.resource.plural] += 1
+            if request.action == kmock.action.LIST and request.resource.plural in self.forbid_lists:
+                raise KubernetesError(403, "Forbidden", f"injected: cannot list {request.resource.plural}")
         if request.resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE):
             name = request.name or ((request.data or {}).get("metadata") or {}).get("name")
             self.writes.append((str(request.action.value), f"{request.resource.plural}/{name}"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -17,19 +18,21 @@ FAST = {
     "KUBENAS_RETRY_SECONDS": "0.3",
     "KUBENAS_UNSCHEDULABLE_SECONDS": "0.5",
     "KUBENAS_REQUEST_TIMEOUT": "10",
+    "KUBENAS_OPERATOR_METRICS_PORT": "0",  # tests that scrape it choose a free port
 }
 
 
 class Operator:
     """The real operator (``kopf run -m kubenas.controller.handlers``) in a thread, restartable."""
 
-    def __init__(self) -> None:
+    def __init__(self, *extra_args: str) -> None:
         self.runner: KopfRunner | None = None
         self.outputs: list[str] = []
+        self.extra_args = list(extra_args)  # e.g. --liveness=...
 
     async def start(self) -> None:
         assert self.runner is None
-        args = ["run", "--standalone", "-A", "--verbose", "-m", "kubenas.controller.handlers"]
+        args = ["run", "--standalone", "-A", "--verbose", *self.extra_args, "-m", "kubenas.controller.handlers"]
         self.runner = KopfRunner(args, timeout=30, reraise=False)
         await asyncio.get_running_loop().run_in_executor(None, self.runner.__enter__)
 
@@ -42,6 +45,12 @@ class Operator:
     async def restart(self) -> None:
         await self.stop()
         await self.start()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
