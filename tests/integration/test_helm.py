@@ -35,6 +35,10 @@ MONITORING = [
     "--set",
     "monitoring.dashboard.enabled=true",
     "--set",
+    "monitoring.serviceMonitor.enabled=true",
+    "--set",
+    "monitoring.prometheusRule.kubeStateMetrics=true",
+    "--set",
     "operator.prometheusUrl=http://prometheus-operated.monitoring.svc:9090",
 ]
 
@@ -87,15 +91,23 @@ def test_default_renders_operator_cluster_wide(default: list[dict[str, Any]]) ->
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Service",
         "ServiceAccount",
     ]
     deploy = one(default, "Deployment")
     assert deploy["spec"]["replicas"] == 1
     assert deploy["spec"]["strategy"] == {"type": "Recreate"}
     container = deploy["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
+    assert container["args"] == ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=8081"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "health", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 8081, "protocol": "TCP"},
+    ]
+    service = one(default, "Service")
+    assert service["metadata"]["name"] == f"{FULLNAME}-metrics"
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}]
+    assert service["spec"]["selector"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
     assert container["image"] == "ghcr.io/kubenas/kubenas-operator:0.1.0"
     binding = one(default, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
@@ -183,10 +195,23 @@ def test_monitoring_objects(monitored: list[dict[str, Any]]) -> None:
     assert {"name": "KUBENAS_PROMETHEUS_URL", "value": "http://prometheus-operated.monitoring.svc:9090"} in env
     assert {"name": "KUBENAS_PROMETHEUS_TRIAL_LABEL", "value": "pod"} in env
 
+    service_monitor = one(monitored, "ServiceMonitor")
+    service = one(monitored, "Service")
+    assert service_monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert service_monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
     rule = one(monitored, "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert {"KubenasOperatorDown", "KubenasExperimentFailed", "KubenasTrialsFailing"} <= set(alerts)
-    assert f'deployment="{FULLNAME}"' in alerts["KubenasOperatorDown"]["expr"]
+    operator_alerts = {
+        "KubenasOperatorDown",
+        "KubenasExperimentFailed",
+        "KubenasTrialsFailing",
+        "KubenasReconcileErrors",
+    }
+    assert operator_alerts <= set(alerts)
+    # The operator's own series: the ServiceMonitor's job is the metrics Service's name.
+    assert f'job="{FULLNAME}-metrics"' in alerts["KubenasOperatorDown"]["expr"]
+    assert f'deployment="{FULLNAME}"' in alerts["KubenasOperatorUnavailable"]["expr"]
     assert all(a["labels"]["severity"] for a in alerts.values())
 
     dashboard_cm = one(monitored, "ConfigMap")
@@ -196,7 +221,33 @@ def test_monitoring_objects(monitored: list[dict[str, Any]]) -> None:
     dashboard = json.loads(text)
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
     assert "kubenas_trial_metric" in exprs and "kubenas_trial_step" in exprs
-    assert f'deployment="{FULLNAME}"' in exprs
+    assert f'job="{FULLNAME}-metrics"' in exprs and "kubenas_reconcile_seconds_bucket" in exprs
+    assert "kube_" not in exprs and "container_" not in exprs  # kube-state-metrics and cAdvisor are optional
+
+
+def test_alerts_need_no_kube_state_metrics_by_default() -> None:
+    docs = render(
+        ["--set", "monitoring.prometheusRule.enabled=true", "--set", "monitoring.serviceMonitor.enabled=true"]
+    )
+    exprs = " ".join(r["expr"] for g in one(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"])
+    assert "kube_" not in exprs and "kubenas_trial_phase" not in exprs and "kubenas_experiment_phase" not in exprs
+    assert "kubenas_experiments" in exprs and "kubenas_trials" in exprs
+
+
+def test_metrics_off_drops_the_service_and_refuses_a_service_monitor() -> None:
+    docs = render(["--set", "operator.metrics.enabled=false"])
+    assert not of_kind(docs, "Service")
+    assert "--metrics-port=0" in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    done = helm(
+        "template",
+        RELEASE,
+        str(CHART),
+        "--set",
+        "operator.metrics.enabled=false",
+        "--set",
+        "monitoring.serviceMonitor.enabled=true",
+    )
+    assert done.returncode != 0 and "needs operator.metrics.enabled" in done.stderr
 
 
 def test_monitoring_off_by_default_and_cluster_wide_pod_monitor(default: list[dict[str, Any]]) -> None:
@@ -220,7 +271,7 @@ def test_kube_state_metrics_config_defines_the_series_alerts_use(monitored: list
     names = {f"{r['metricNamePrefix']}_{m['name']}" for r in config["spec"]["resources"] for m in r["metrics"]}
     assert names == {"kubenas_experiment_phase", "kubenas_trial_phase"}
     exprs = " ".join(r["expr"] for g in one(monitored, "PrometheusRule")["spec"]["groups"] for r in g["rules"])
-    assert "kubenas_experiment_phase" in exprs and "kubenas_trial_phase" in exprs
+    assert "kubenas_trial_phase" in exprs  # the per-experiment alerts (kubeStateMetrics: true)
     from kubenas import api
 
     phases = {

@@ -94,3 +94,8 @@ namespace="{{ .Release.Namespace }}", deployment="{{ include "kubenas.fullname" 
 {{- define "kubenas.operatorPodSelector" -}}
 namespace="{{ .Release.Namespace }}", pod=~"{{ include "kubenas.fullname" . }}-[a-z0-9]+-[a-z0-9]+", container="operator"
 {{- end }}
+
+{{/* Selector of the operator's own /metrics series (the job is the metrics Service's name). */}}
+{{- define "kubenas.operatorMetricsSelector" -}}
+namespace="{{ .Release.Namespace }}", job="{{ include "kubenas.fullname" . }}-metrics"
+{{- end }}
