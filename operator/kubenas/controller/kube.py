@@ -22,6 +22,7 @@ import aiohttp
 import kopf
 
 JSON_MERGE_PATCH = "application/merge-patch+json"
+USER_AGENT = "kubenas-operator"  # tells our writes from kopf's in audit logs
 
 
 class ApiError(Exception):
@@ -160,7 +161,7 @@ class Kube:
         self, method: str, path: str, body: Any = None, content_type: str = "application/json"
     ) -> dict[str, Any]:
         session, info = await self._ensure_session()
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": "application/json", "Content-Type": content_type, "User-Agent": USER_AGENT}
         if info.token:
             headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
         data = None if body is None else json.dumps(body)

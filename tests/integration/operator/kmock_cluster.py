@@ -64,6 +64,7 @@ class Emulator(kmock.KubernetesEmulator):
         self.undiscoverable: set[str] = set()  # plurals left out of discovery (as a CRD not installed yet)
         self.forbid_lists: set[str] = set()  # plurals whose LIST answers 403 Forbidden (as missing RBAC would)
         self.requests: Counter[tuple[str, str]] = Counter()  # (action, plural) of every request
+        self.by_agent: Counter[tuple[str, str, str]] = Counter()  # (kopf|kubenas|other, action, plural)
         for path, (kind, namespaced, subresources) in RESOURCES.items():
             info = self.resources[path]
             info.kind, info.namespaced, info.verbs, info.subresources = kind, namespaced, VERBS, subresources
@@ -74,6 +75,7 @@ class Emulator(kmock.KubernetesEmulator):
     async def _handle(self, request: Any) -> Any:
         if request.resource is not None:
             self.requests[str(request.action.value), request.resource.plural] += 1
+            self.by_agent[_agent(request.headers), str(request.action.value), request.resource.plural] += 1
             if request.action == kmock.action.LIST and request.resource.plural in self.forbid_lists:
                 raise KubernetesError(403, "Forbidden", f"injected: cannot list {request.resource.plural}")
         if request.resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE):
@@ -130,6 +132,11 @@ class Emulator(kmock.KubernetesEmulator):
         meta["resourceVersion"] = str(next(self._versions))
         if "spec" in request.data and request.subresource is None:
             meta["generation"] = int(current.get("generation") or 1) + 1
+
+
+def _agent(headers: Any) -> str:
+    agent = str((headers or {}).get("User-Agent") or (headers or {}).get("user-agent") or "")
+    return "kopf" if agent.startswith("kopf") else "kubenas" if agent.startswith("kubenas-operator") else "other"
 
 
 @dataclass(frozen=True)
