@@ -437,3 +437,26 @@ def test_overhead_benchmark_runs_in_quick_mode(capsys: pytest.CaptureFixture[str
     assert results["scaling"]["rebuild"]["extra_syncs"] >= 0
     assert results["fleet"]["experiments"] == 3
     assert "| 30 |" in capsys.readouterr().out
+
+
+def test_pareto_failures_and_violations_are_told_as_loss_vectors() -> None:
+    spy = Spy()
+    obj = {**PARETO, "constraints": [{"metric": "ms", "max": 100}]}
+    suggester = search.Suggester(make_spec(objective_=obj), factory=spy)
+    c = suggester.ask(3)
+    suggester.sync(
+        [
+            make_trial(0, c[0], P.SUCCEEDED, {"acc": 0.9, "ms": 50}),
+            make_trial(1, c[1], P.SUCCEEDED, {"acc": 0.95, "ms": 500}),
+            make_trial(2, c[2], P.FAILED),
+        ]
+    )
+    good, infeasible, failed = (np.asarray(loss) for _, loss in spy.told)
+    assert good.tolist() == [-0.9, 50]
+    assert (infeasible > good).all() and (failed > infeasible).all()
+
+
+def test_unseeded_suggester_still_proposes_distinct_configs() -> None:
+    suggester = search.Suggester(make_spec(seed=None))
+    configs = suggester.ask(6)
+    assert len({suggester.space.key(c) for c in configs}) == 6
