@@ -103,7 +103,7 @@ class _SurrogateLocalSearch(base.Optimizer):
         self._losses: list[np.ndarray] = []
         self._told: set[tuple[float, ...]] = set()
         self._pending: set[tuple[float, ...]] = set()
-        self._posterior: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._posterior: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._widths = [d.size if d.size else 2 for d in dims]
         self._offsets = np.concatenate([[0], np.cumsum(self._widths)]).astype(int)
         pairs = [(i, j) for i in range(len(dims)) for j in range(i + 1, len(dims))]
@@ -175,8 +175,8 @@ class _SurrogateLocalSearch(base.Optimizer):
         parts.append(np.ones((genomes.shape[0], 1)))
         return np.concatenate(parts, axis=1)
 
-    def _fit(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per-objective goodness of every point, the modelled points, their features and inverse kernel.
+    def _fit(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-objective goodness of every point, the modelled points and their inverse kernel matrix.
 
         Cached until the next tell. Weight-space Bayesian regression in its dual form: the cost
         follows the number of points, which is capped (the best ones plus a spread of the rest, by
@@ -194,7 +194,8 @@ class _SurrogateLocalSearch(base.Optimizer):
                 chosen = np.concatenate([chosen[:half], rest[np.linspace(0, len(rest) - 1, half).astype(int)]])
             x = self._features(np.array(self._genomes)[chosen])
             kernel = (x * self._prior) @ x.T + self._noise * np.eye(len(chosen))
-            self._posterior = (goodness, chosen, x, np.linalg.inv(kernel))
+            # Features are rebuilt per ask rather than kept: memory per optimizer stays small.
+            self._posterior = (goodness, chosen, np.linalg.inv(kernel))
         return self._posterior
 
     def _scalarised(self, goodness: np.ndarray) -> np.ndarray:
@@ -207,7 +208,8 @@ class _SurrogateLocalSearch(base.Optimizer):
 
     def _thompson_weights(self, target: np.ndarray) -> np.ndarray:
         """One posterior sample of the weights (pathwise conditioning of a prior sample)."""
-        _, chosen, x, kernel_inv = self._fit()
+        _, chosen, kernel_inv = self._fit()
+        x = self._features(np.array(self._genomes)[chosen])
         ranks = target.argsort(kind="stable").argsort(kind="stable")
         # Normal scores of the ranks (larger is better): robust to diverged runs and the loss's scale.
         y = _normal_quantile((ranks[chosen] + 0.5) / len(ranks))
