@@ -176,3 +176,60 @@ def test_search_efficiency_quick_mode_runs() -> None:
     for summary in rows.values():
         assert 80.0 < summary["@25"] <= 91.61 and 80.0 < summary["@50"] <= 91.61
         assert summary["evals"] >= 1
+
+
+def _objective_spec(objective: dict[str, Any]) -> api.ExperimentSpec:
+    data = spec(NB201_LIKE).model_dump(by_alias=True, exclude_none=True)
+    data["objective"] = objective
+    return api.ExperimentSpec.model_validate(data)
+
+
+def _run_two_metrics(s: search.Suggester, n_trials: int) -> list[api.Trial]:
+    trials: list[api.Trial] = []
+    while len(trials) < n_trials:
+        for c in s.ask(2):
+            acc = score(c)
+            cost = sum(GOOD_OPS[str(c[f"op{i}"])] ** 2 for i in range(6))  # good ops are expensive
+            trials.append(
+                api.Trial.model_validate(
+                    {
+                        "metadata": {"name": f"e-{len(trials)}"},
+                        "spec": {"experiment": "e", "index": len(trials), "parameters": c},
+                        "status": {"phase": "Succeeded", "reason": "Completed", "metrics": {"acc": acc, "cost": cost}},
+                    }
+                )
+            )
+        s.sync(trials)
+    return trials
+
+
+def test_pareto_objective_models_every_objective() -> None:
+    s = search.Suggester(
+        _objective_spec(
+            {
+                "metrics": [{"name": "acc", "goal": "maximize"}, {"name": "cost", "goal": "minimize"}],
+                "strategy": "pareto",
+            }
+        )
+    )
+    trials = _run_two_metrics(s, 30)
+    assert len(set(keys(s, trials))) == 30
+    assert s.pareto_front()
+    losses = s.optimizer._losses  # the vector reaches the model, not Nevergrad's hypervolume scalar
+    assert all(len(v) == 2 for v in losses)
+
+
+def test_weighted_and_constrained_objectives_run() -> None:
+    for objective in (
+        {
+            "metrics": [
+                {"name": "acc", "goal": "maximize", "weight": 1.0},
+                {"name": "cost", "goal": "minimize", "weight": 0.5},
+            ],
+            "strategy": "weighted",
+        },
+        {"metric": "acc", "goal": "maximize", "constraints": [{"metric": "cost", "max": 3.0}]},
+    ):
+        s = search.Suggester(_objective_spec(objective))
+        trials = _run_two_metrics(s, 24)
+        assert len(set(keys(s, trials))) == 24
