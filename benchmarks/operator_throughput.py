@@ -118,6 +118,8 @@ async def latency(concurrency: list[int], repeats: dict[int, int], env: dict[str
                 await wait_for(lambda: all(cluster.requests["WATCH", k] for k in ("experiments", "jobs")), 60)
                 await asyncio.sleep(1.0)  # let the startup settle
                 delays: list[float] = []
+                me = psutil.Process()
+                op_cpu, emu_cpu, wall = op.cpu_seconds(), sum(me.cpu_times()[:2]), time.perf_counter()
                 for r in range(repeats.get(n, 1)):
                     names = [f"lat-{n}-{r}-{i}" for i in range(n)]
                     budget = {"maxTrials": 2, "parallelTrials": 1}
@@ -134,6 +136,10 @@ async def latency(concurrency: list[int], repeats: dict[int, int], env: dict[str
                         "p99_ms": 1000 * pct(delays, 0.99),
                         "max_ms": 1000 * max(delays),
                         "rss_mib": op.rss() / 2**20,
+                        # Who was busy: the operator process, or this one (emulator + harness)?
+                        "operator_cpu_s": op.cpu_seconds() - op_cpu,
+                        "emulator_cpu_s": sum(me.cpu_times()[:2]) - emu_cpu,
+                        "wall_s": time.perf_counter() - wall,
                     }
                 )
                 print(f"  {n:>3} concurrent: {rows[-1]}", flush=True)

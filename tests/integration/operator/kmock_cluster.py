@@ -100,6 +100,14 @@ class Emulator(kmock.KubernetesEmulator):
                 self._stamp_update(request)
         return await super()._handle(request)
 
+    async def _serve_list(self, request: Any) -> Any:
+        """kmock ignores labelSelector; an API server filters lists by it (and large benchmarks depend on it)."""
+        payload = await super()._serve_list(request)
+        selector = (request.params or {}).get("labelSelector")
+        if selector and isinstance(payload, dict):
+            payload["items"] = [o for o in payload["items"] if _selected(o, selector)]
+        return payload
+
     async def _serve_watch(self, request: Any) -> Any:
         plural = request.resource.plural if request.resource is not None else ""
         if self.expire_watches.get(plural, 0) > 0:
@@ -132,6 +140,24 @@ class Emulator(kmock.KubernetesEmulator):
         meta["resourceVersion"] = str(next(self._versions))
         if "spec" in request.data and request.subresource is None:
             meta["generation"] = int(current.get("generation") or 1) + 1
+
+
+def _selected(obj: dict[str, Any], selector: str) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            ok = labels.get(key) != value
+        elif "=" in term:
+            key, value = term.split("=", 1)
+            ok = labels.get(key.rstrip("=")) == value
+        elif term.startswith("!"):
+            ok = term[1:] not in labels
+        else:
+            ok = term in labels
+        if not ok:
+            return False
+    return True
 
 
 def _agent(headers: Any) -> str:
