@@ -96,6 +96,9 @@ def parse_termination_message(text: str | bytes | None) -> ResultParse:
         return ResultParse(error=str(err))
 
 
+MAX_NESTING = 32
+
+
 def _parse(text: str | bytes | None) -> dict[str, float]:
     if text is None:
         return {}
@@ -109,6 +112,9 @@ def _parse(text: str | bytes | None) -> dict[str, float]:
         raise InvalidResultError(f"result is not UTF-8 text (byte {err.start})") from None
     if not decoded.strip():
         return {}
+    if _nesting_depth(decoded) > MAX_NESTING:
+        # Checked up front: json's own limit follows sys.getrecursionlimit(), which libraries change.
+        raise InvalidResultError("result is nested too deeply")
     try:
         document = json.loads(decoded, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
     except InvalidResultError:
@@ -120,6 +126,28 @@ def _parse(text: str | bytes | None) -> dict[str, float]:
     if not isinstance(document, dict):
         raise InvalidResultError(f"result must be a JSON object of metrics, got a JSON {_json_type(document)}")
     return {name: _metric_value(name, value) for name, value in document.items()}
+
+
+def _nesting_depth(text: str) -> int:
+    """The deepest bracket nesting in JSON ``text``, ignoring brackets inside strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _refuse_constant(name: str) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from kubenas import api, results
 
@@ -57,7 +59,8 @@ def test_valid_results_parse(text: str | bytes | None, metrics: dict[str, float]
         pytest.param('{"": 1}', "must be 1 to", id="empty-name"),
         pytest.param("{" + '"' + "m" * 200 + '": 1}', "must be 1 to", id="long-name"),
         pytest.param("[" * 2000 + "]" * 2000, "nested too deeply", id="deeply-nested"),
-        pytest.param('{"a":' * 500 + "1" + "}" * 500, "'a' is a JSON object", id="nested-objects"),
+        pytest.param('{"a": {"b": 1}}', "'a' is a JSON object", id="nested-object"),
+        pytest.param('{"a":' * 500 + "1" + "}" * 500, "nested too deeply", id="deeply-nested-objects"),
         pytest.param(b"\xff\xfe{}", "not UTF-8", id="binary"),
         pytest.param('{"accuracy": 0.9, "pad": "' + "x" * 5000 + '"}', "larger than 4096", id="oversized"),
         pytest.param(b"{" + b" " * 10_000_000 + b"}", "larger than 4096", id="oversized-10MB"),
@@ -162,3 +165,14 @@ def test_backend_message_is_used_when_given() -> None:
 def test_non_backend_reason_is_a_programming_error(reason: str) -> None:
     with pytest.raises(ValueError, match="backend_reason"):
         results.classify_finished_trial(SINGLE, exit_code=0, result_text="", backend_reason=reason)
+
+
+
+def test_nesting_is_refused_whatever_the_recursion_limit() -> None:
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)  # as some libraries do; json's own depth check follows it
+    try:
+        parsed = results.parse_termination_message("[" * 2000 + "]" * 2000)
+    finally:
+        sys.setrecursionlimit(previous)
+    assert parsed.error == "result is nested too deeply"
