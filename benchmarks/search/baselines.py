@@ -123,7 +123,12 @@ def optuna_search(table: Table, budget: int, evaluate: Evaluate, seed: int, samp
     study = optuna.create_study(direction="maximize" if table.maximize else "minimize", sampler=sampler)
     seen: list[str] = []
     known: dict[str, float] = {}
-    while len(seen) < budget:
+    # With numeric dimensions, distinct values that snap to one table cell are distinct runs (as
+    # for the kubenas rows); on an all-categorical table a repeat is told its recorded value.
+    numeric = any(d.kind != "categorical" for d in table.dimensions)
+    asks = 0
+    while len(seen) < budget and asks < 50 * budget:
+        asks += 1
         trial = study.ask()
         config = {}
         for d in table.dimensions:
@@ -134,7 +139,7 @@ def optuna_search(table: Table, budget: int, evaluate: Evaluate, seed: int, samp
             else:
                 config[d.name] = trial.suggest_float(d.name, float(min(d.grid)), float(max(d.grid)), log=d.log)  # type: ignore[arg-type]
         key = table.key(config)
-        if key not in known:
+        if key not in known or numeric:
             known[key] = evaluate(key)
             seen.append(key)
         # A repeat is told the recorded value: Optuna has no dedup of its own, and re-running
