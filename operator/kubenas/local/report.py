@@ -215,7 +215,9 @@ def draw_best_so_far(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> F
         target = spec.objective.target_value
         if target is not None and not spec.objective.is_pareto:
             ax.axhline(target, linestyle=":", color="tab:purple", label=f"targetValue {target:g}")
-            low, high = min(low, target), max(high, target)
+            if not low <= target <= high:  # leave room so the line does not sit on the frame
+                margin = 0.05 * (max(high, target) - min(low, target))
+                low, high = min(low, target - margin), max(high, target + margin)
         ax.set_ylim(low, high)
         ax.set_xlabel("trials finished")
         ax.set_ylabel(name)
