@@ -1,7 +1,7 @@
 """The API models: parsing, defaults and helpers users rely on."""
 
 import pytest
-from kubenas import api
+from kubenas import algorithms, api
 from pydantic import ValidationError
 
 MINIMAL = {
@@ -21,7 +21,7 @@ MINIMAL = {
 
 def test_minimal_experiment_gets_documented_defaults() -> None:
     exp = api.Experiment.model_validate(MINIMAL)
-    assert exp.spec.algorithm.name == "NGOpt"
+    assert exp.spec.algorithm.name == algorithms.DEFAULT == "SurrogateLocalSearch"
     assert exp.spec.budget.parallel_trials == 1
     assert exp.spec.trial_template.backoff_limit == 0
     assert exp.spec.objective.objective_metrics()[0].goal is api.Goal.MAXIMIZE

@@ -107,7 +107,7 @@ def test_defaults_reach_nested_fields_of_omitted_sections() -> None:
     spec = openapi_schema("Experiment")["properties"]["spec"]["properties"]
     assert spec["budget"]["default"] == {}
     assert spec["budget"]["properties"]["maxTrials"]["default"] == 20
-    assert spec["algorithm"]["properties"]["name"]["default"] == "NGOpt"
+    assert spec["algorithm"]["properties"]["name"]["default"] == "SurrogateLocalSearch"
     assert spec["parameters"]["items"]["properties"]["scale"]["default"] == "linear"
 
 

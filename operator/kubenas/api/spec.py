@@ -321,10 +321,11 @@ class Algorithm(Model):
     """The search algorithm."""
 
     name: str = Field(
-        default="NGOpt",
+        default="SurrogateLocalSearch",
         min_length=1,
         max_length=128,
-        description="Any Nevergrad optimizer name (e.g. NGOpt, TwoPointsDE, RandomSearch, CMA).",
+        description="SurrogateLocalSearch (kubenas's default, chosen on search benchmarks) or any Nevergrad "
+        "optimizer name (e.g. NGOpt, TwoPointsDE, RandomSearch, CMA).",
     )
     seed: int | None = Field(default=None, ge=0, description="Seed: the same seed proposes the same trials.")
     budget_hint: int | None = Field(
