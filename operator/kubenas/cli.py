@@ -10,9 +10,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+DESCRIPTION = "Kubernetes-native search for neural architectures, hyperparameters and model compression."
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kubenas", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="kubenas", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     validate = sub.add_parser("validate", help="check Experiment manifests as the cluster and operator would")
