@@ -61,6 +61,7 @@ bench: venv
 	$(PY) benchmarks/suggest_overhead.py
 	$(PY) benchmarks/trainer_throughput.py
 	$(PY) benchmarks/search_efficiency.py
+	$(PY) benchmarks/operator_throughput.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) runs .pytest_cache .ruff_cache
