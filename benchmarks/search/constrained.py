@@ -11,7 +11,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from kubenas import api, search
 
 from . import runner
 from .tables import Table
@@ -47,24 +46,8 @@ def kubenas_constrained(
 ) -> list[str]:
     objective = {"metric": "acc", "goal": "maximize", "constraints": [{"metric": cost, "max": limit}]}
     spec = runner.experiment_spec(table, algorithm, budget, 1, seed, objective)
-    suggester = search.Suggester(spec)
-    trials: list[api.Trial] = []
-    seen: list[str] = []
-    while len(seen) < budget:
-        configs = suggester.ask(1)
-        if not configs:
-            break
-        key = table.key(configs[0])
-        seen.append(key)
-        trials.append(runner.make_trial(f"bench-{len(trials)}", len(trials), configs[0], evaluate(key)))
-        suggester.sync(trials)
-    return seen
+    return runner.run_metrics_sequentially(table, spec, budget, evaluate)
 
 
 def random_constrained(table: Table, budget: int, evaluate: Evaluate, seed: int) -> list[str]:
-    rng = np.random.default_rng(seed)
-    keys = list(table.means)
-    chosen = [keys[i] for i in rng.choice(len(keys), size=budget, replace=False)]
-    for k in chosen:
-        evaluate(k)
-    return chosen
+    return runner.random_keys(table, budget, evaluate, seed)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from kubenas import api, search
 
 from . import runner
 from .tables import Table
@@ -51,27 +50,11 @@ def kubenas_pareto(table: Table, budget: int, evaluate: Evaluate, seed: int, cos
         "strategy": "pareto",
     }
     spec = runner.experiment_spec(table, algorithm, budget, 1, seed, objective)
-    suggester = search.Suggester(spec)
-    trials: list[api.Trial] = []
-    seen: list[str] = []
-    while len(seen) < budget:
-        configs = suggester.ask(1)
-        if not configs:
-            break
-        key = table.key(configs[0])
-        seen.append(key)
-        trials.append(runner.make_trial(f"bench-{len(trials)}", len(trials), configs[0], evaluate(key)))
-        suggester.sync(trials)
-    return seen
+    return runner.run_metrics_sequentially(table, spec, budget, evaluate)
 
 
 def random_pareto(table: Table, budget: int, evaluate: Evaluate, seed: int) -> list[str]:
-    rng = np.random.default_rng(seed)
-    keys = list(table.means)
-    chosen = [keys[i] for i in rng.choice(len(keys), size=budget, replace=False)]
-    for k in chosen:
-        evaluate(k)
-    return chosen
+    return runner.random_keys(table, budget, evaluate, seed)
 
 
 def optuna_pareto(table: Table, budget: int, evaluate: Evaluate, seed: int, cost: str, sampler_name: str) -> list[str]:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import nevergrad as ng
+import numpy as np
 from kubenas import algorithms, api
 
 from .tables import Table
@@ -151,3 +152,31 @@ def run_kubenas(
             trials.append(batch[-1])
         suggester.sync(trials)
     return seen
+
+
+def run_metrics_sequentially(
+    table: Table, spec: api.ExperimentSpec, budget: int, evaluate: Callable[[str], Mapping[str, float]]
+) -> list[str]:
+    """Evaluated keys in order: one trial at a time through the Suggester, each told all its metrics."""
+    suggester = suggester_class()(spec)
+    trials: list[api.Trial] = []
+    seen: list[str] = []
+    while len(seen) < budget:
+        configs = suggester.ask(1)
+        if not configs:
+            break
+        key = table.key(configs[0])
+        seen.append(key)
+        trials.append(make_trial(f"bench-{len(trials)}", len(trials), configs[0], evaluate(key)))
+        suggester.sync(trials)
+    return seen
+
+
+def random_keys(table: Table, budget: int, evaluate: Callable[[str], object], seed: int) -> list[str]:
+    """``budget`` distinct configurations drawn uniformly, each evaluated (random-search baseline)."""
+    rng = np.random.default_rng(seed)
+    keys = list(table.means)
+    chosen = [keys[i] for i in rng.choice(len(keys), size=budget, replace=False)]
+    for key in chosen:
+        evaluate(key)
+    return chosen
