@@ -77,13 +77,8 @@ def is_feasible(objective: api.Objective, metrics: Mapping[str, float]) -> bool:
 def loss_vector(objective: api.Objective, metrics: Mapping[str, float]) -> list[float] | None:
     """The losses Nevergrad minimises: one per metric (Pareto) or one; None when a metric is missing."""
     if objective.is_pareto:
-        losses = []
-        for m in objective.objective_metrics():
-            value = _finite(metrics, m.name)
-            if value is None:
-                return None
-            losses.append(-value if m.goal == api.Goal.MAXIMIZE else value)
-        return losses
+        front = _front_losses(objective, metrics)
+        return None if front is None else list(front)
     value = scalar_value(objective, metrics)
     if value is None:
         return None

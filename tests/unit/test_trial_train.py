@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from kubenas_trial.config import parse
@@ -12,14 +10,7 @@ from kubenas_trial.models import build_model
 from kubenas_trial.train import Batches, Trainer, distillation_loss, lr_factor, random_flip, random_translate
 from torch import nn
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Shared CI cores: one thread avoids OpenMP spinning against other processes.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_warmup_then_cosine() -> None:
     factor = lr_factor(parse({"warmup_epochs": 2, "schedule": "cosine"}), epochs=10)
