@@ -400,6 +400,7 @@ class LocalRunner:
 
     def _snapshot(self) -> Snapshot:
         finished = [t for t in self.trials.values() if t.phase.is_finished]
+        best, pareto_size = self._best()
         return Snapshot(
             experiment=self.name,
             metric=self.metric,
@@ -407,33 +408,26 @@ class LocalRunner:
             finished=len(finished),
             total=self.spec.budget.max_trials,
             running=list(self.live.values()),
-            best=self._best_summary(),
-            pareto_size=self._pareto_size(),
+            best=best,
+            pareto_size=pareto_size,
             failed=sum(1 for t in finished if t.phase == api.TrialPhase.FAILED),
         )
 
-    def _best_summary(self) -> api.TrialSummary | None:
-        """The best trial so far, from the trials themselves (the status lags a tick behind)."""
+    def _best(self) -> tuple[api.TrialSummary | None, int]:
+        """The best trial so far (Pareto: the first front member) and the front's size.
+
+        From the trials themselves (the status lags a tick behind); recomputed only when a trial finished.
+        """
         finished = sum(1 for t in self.trials.values() if t.phase.is_finished)
         if self._best_cache is None or self._best_cache[0] != finished:
+            obj = self.spec.objective
             trials = list(self.trials.values())
-            best = objective.best_trial(self.spec.objective, trials)
-            if best is None and self.spec.objective.is_pareto:
-                front = objective.pareto_front(self.spec.objective, trials)
-                best = front[0] if front else None
-            front_size = (
-                len(objective.pareto_front(self.spec.objective, trials)) if self.spec.objective.is_pareto else 0
-            )
-            self._best_cache = (
-                finished,
-                None if best is None else plan.summarize(self.spec.objective, best),
-                front_size,
-            )
-        return self._best_cache[1]
-
-    def _pareto_size(self) -> int:
-        self._best_summary()
-        return self._best_cache[2] if self._best_cache else 0
+            best = objective.best_trial(obj, trials)
+            front = objective.pareto_front(obj, trials) if obj.is_pareto else []
+            if best is None and front:
+                best = front[0]
+            self._best_cache = (finished, None if best is None else plan.summarize(obj, best), len(front))
+        return self._best_cache[1], self._best_cache[2]
 
     def _best_document(self, best: api.TrialSummary) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -451,7 +445,7 @@ class LocalRunner:
         return document
 
     def _write_outputs(self) -> None:
-        best = self._best_summary()
+        best, _ = self._best()
         if best is not None:
             self._export(best)
         try:
