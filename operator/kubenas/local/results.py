@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -257,7 +257,3 @@ def trial_record(trial: api.Trial, value: float | None) -> dict[str, Any]:
 def read_architecture(output_dir: Path) -> Any:
     """The architecture the trial wrote (``architecture.json`` in its output), or None."""
     return read_json(output_dir / ARCHITECTURE_FILE)
-
-
-def names(records: Iterable[Mapping[str, Any]]) -> set[str]:
-    return {str(r.get("name")) for r in records}
