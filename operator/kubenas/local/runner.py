@@ -186,24 +186,28 @@ class LocalRunner:
                 self._drain(name)
                 self._finish(name, code, backend_reason=api.TrialReason.DEADLINE_EXCEEDED)
         for name, scraper in list(self.scrapers.items()):
-            for sample in scraper.drain():
-                self._record_sample(name, sample.step, dict(sample.metrics))
+            self._record_samples(name, scraper)
 
     def _drain(self, name: str) -> None:
+        """Stop scraping a trial that ended, keeping what was scraped until then."""
         scraper = self.scrapers.pop(name, None)
         if scraper is not None:
             scraper.stop()
-            for sample in scraper.drain():
-                self._record_sample(name, sample.step, dict(sample.metrics))
+            self._record_samples(name, scraper)
+
+    def _record_samples(self, name: str, scraper: TrialScraper) -> None:
+        for sample in scraper.drain():
+            self._record_sample(name, sample.step, dict(sample.metrics))
 
     def _record_sample(self, name: str, step: int | None, metrics: dict[str, float]) -> None:
         live = self.live[name]
         live.metrics.update(metrics)
-        trial = self.trials[name]
-        if step is None or step == trial.status.step:
-            live.step = step if step is not None else live.step
+        if step is None:
             return
         live.step = step
+        trial = self.trials[name]
+        if step == trial.status.step:
+            return
         curve = list(trial.status.curve)
         value = metrics.get(self.metric)
         if value is not None and (not curve or step > curve[-1].step):
@@ -307,12 +311,9 @@ class LocalRunner:
         code = proc.end(STOP_GRACE_SECONDS) if proc is not None else None
         self._drain(action.name)
         live = self.live.get(action.name)
-        if action.reason == api.TrialReason.EARLY_STOPPED:
-            phase = api.TrialPhase.EARLY_STOPPED
-        elif action.reason in trial_results.BACKEND_REASONS:
-            phase = api.TrialPhase.FAILED
-        else:
-            phase = api.TrialPhase.STOPPED
+        # The planner stops with EarlyStopped or ExperimentFinished only.
+        early = action.reason == api.TrialReason.EARLY_STOPPED
+        phase = api.TrialPhase.EARLY_STOPPED if early else api.TrialPhase.STOPPED
         status = trial.status.model_copy(
             update={
                 "phase": phase,
