@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from kubenas import api
+from kubenas import api, workload
 from kubenas.controller import kube
 
 log = logging.getLogger(__name__)
@@ -120,16 +120,8 @@ def export_config_map(experiment: Mapping[str, Any], best: api.TrialSummary, art
         "metadata": {
             "name": export_name(meta["name"]),
             "namespace": meta["namespace"],
-            "labels": {"kubenas.io/experiment": meta["name"], "app.kubernetes.io/managed-by": "kubenas"},
-            "ownerReferences": [
-                {
-                    "apiVersion": experiment["apiVersion"],
-                    "kind": experiment["kind"],
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                }
-            ],
+            "labels": workload.child_labels(meta["name"]),
+            "ownerReferences": [workload.owner_reference(experiment)],
         },
         "data": data,
     }
