@@ -306,10 +306,8 @@ async def _write_experiment_status(ctx: Context, raw: Mapping[str, Any], status:
     with contextlib.suppress(pydantic.ValidationError):
         old = api.ExperimentStatus.model_validate(old).to_wire()
     new = status.to_wire()
-    patch = apply.status_patch(raw.get("status"), new) if old != new else None
-    if patch is not None:
-        meta = raw["metadata"]
-        await ctx.kube.patch(kube.EXPERIMENTS, meta["namespace"], meta["name"], {"status": patch}, subresource="status")
+    if old != new:
+        await apply.write_status(ctx.kube, kube.EXPERIMENTS, raw, new)
 
 
 def _error_text(err: Exception) -> str:
