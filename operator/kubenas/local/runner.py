@@ -352,12 +352,7 @@ class LocalRunner:
         self._record_finished(trial.model_copy(update={"status": status}))
 
     def _record_finished(self, trial: api.Trial) -> None:
-        name = trial.name
-        proc = self.processes.pop(name, None)
-        if proc is not None:
-            self.ports.release(proc.port)
-            self.run_dir.processes.remove(name)
-        self.live.pop(name, None)
+        self._forget_process(trial.name)
         self._save(trial)
         value = self._value(trial)
         self.run_dir.append_finished(trial_record(trial, value))
@@ -382,11 +377,16 @@ class LocalRunner:
             scraper = self.scrapers.pop(name, None)
             if scraper is not None:
                 scraper.stop()
-            self.ports.release(proc.port)
-            self.processes.pop(name)
-            self.live.pop(name, None)
-            self.run_dir.processes.remove(name)
+            self._forget_process(name)
             self._save(self._reset(self.trials[name]))
+
+    def _forget_process(self, name: str) -> None:
+        """Drop an ended trial's process: its port, its registry entry, its live view."""
+        proc = self.processes.pop(name, None)
+        if proc is not None:
+            self.ports.release(proc.port)
+            self.run_dir.processes.remove(name)
+        self.live.pop(name, None)
 
     # ------------------------------------------------------------------ outputs
 
