@@ -34,24 +34,25 @@ async def poll(
     due = []
     clock = time.monotonic()
     for i, trial in enumerate(trials):
+        key = trial.metadata.uid or trial.name
         if trial.phase != api.TrialPhase.RUNNING:
-            ctx.last_poll.pop(trial.metadata.uid or trial.name, None)
+            ctx.last_poll.pop(key, None)
             continue
-        last = ctx.last_poll.get(trial.metadata.uid or trial.name)
+        last = ctx.last_poll.get(key)
         if last is not None and clock - last < ctx.settings.metrics_poll_seconds:
             continue
-        ctx.last_poll[trial.metadata.uid or trial.name] = clock
+        ctx.last_poll[key] = clock
         due.append((i, trial))
     if not due:
         return
     values = await asyncio.gather(*(_read(ctx, experiment, t, pods.get(t.name, [])) for _, t in due))
+    raw_by_name = {t["metadata"]["name"]: t for t in raw_trials}
     for (i, trial), got in zip(due, values, strict=True):
         if got is None or got.step is None or name not in got.metrics:
             continue
         status = _with_point(trial.status, got.step, got.metrics[name])
         if status != trial.status:
-            raw = next(t for t in raw_trials if t["metadata"]["name"] == trial.name)
-            await apply.write_status(ctx.kube, kube.TRIALS, raw, status.to_wire())
+            await apply.write_status(ctx.kube, kube.TRIALS, raw_by_name[trial.name], status.to_wire())
             trials[i] = trial.model_copy(update={"status": status})
 
 
