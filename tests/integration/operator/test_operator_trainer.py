@@ -44,7 +44,7 @@ async def test_real_trainer_runs_as_the_pod_process(cluster: Emulator, operator:
         args=[
             "--param=dataset=iris",
             "--param=model=mlp",
-            "--param=epochs=8",
+            "--param=epochs=300",  # long enough (a few seconds) for the 0.2 s metric polls to catch it running
             "--param=batch_size=16",
             "--param=hidden_units=${parameters.hidden_units}",
             "--param=lr=${parameters.lr}",
