@@ -143,6 +143,7 @@ def draw_best_so_far(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> F
     series = _series(spec)
     if not trials:
         return None
+    curve_metric = _curve_metric(spec)
     figure = Figure(figsize=(9.5, 3.6 * len(series)), layout="constrained")
     axes = figure.subplots(len(series), 1, squeeze=False)[:, 0]
     for ax, (name, goal) in zip(axes, series, strict=True):
@@ -167,11 +168,15 @@ def draw_best_so_far(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> F
         if best_x:
             ax.step(best_x, best_y, where="post", color="tab:green", linewidth=2, label="best so far")
         # Early-stopped trials at the last value they reported (not a result: the optimizer never sees it).
-        stopped = [
-            (i, t.status.curve[-1].value)
-            for i, t in enumerate(trials, start=1)
-            if t.phase == api.TrialPhase.EARLY_STOPPED and t.status.curve and name == _curve_metric(spec)
-        ]
+        stopped = (
+            [
+                (i, t.status.curve[-1].value)
+                for i, t in enumerate(trials, start=1)
+                if t.phase == api.TrialPhase.EARLY_STOPPED and t.status.curve
+            ]
+            if name == curve_metric
+            else []
+        )
         _limit_to_results(ax, ys + grey_y, [v for _, v in stopped], goal)
         low, high = ax.get_ylim()
         if stopped:
@@ -529,9 +534,10 @@ def _trials_table(spec: api.ExperimentSpec, trials: Sequence[api.Trial], best: d
             "" if status.reason in (None, api.TrialReason.COMPLETED) else f"{status.reason}: {status.message or ''}"
         )
         css = " class='best'" if trial.name == best_name else ""
+        value = _value(spec, trial)
         rows.append(
             f"<tr{css}><td>{html.escape(trial.name)}</td><td class='{status.phase}'>{status.phase}</td>"
-            f"<td class='num'>{_fmt(_value(spec, trial)) if _value(spec, trial) is not None else ''}</td>"
+            f"<td class='num'>{'' if value is None else _fmt(value)}</td>"
             f"<td>{_pairs(status.metrics)}</td><td>{_pairs(trial.spec.parameters)}</td>"
             f"<td class='num'>{'' if status.step is None else status.step}</td><td class='num'>{seconds}</td>"
             f"<td>{html.escape(reason)}</td></tr>"
