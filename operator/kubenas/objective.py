@@ -69,6 +69,14 @@ def violations(objective: api.Objective, metrics: Mapping[str, float]) -> list[f
     return out
 
 
+def curve_metric(spec: api.ExperimentSpec) -> str | None:
+    """The metric whose learning curve early stopping judges: earlyStopping.metric, else the first objective metric."""
+    if spec.early_stopping.metric:
+        return spec.early_stopping.metric
+    metrics = spec.objective.objective_metrics()
+    return metrics[0].name if metrics else None
+
+
 def is_feasible(objective: api.Objective, metrics: Mapping[str, float]) -> bool:
     """Whether ``metrics`` meet every constraint (bounds inclusive; a missing metric fails)."""
     return all(v == 0.0 for v in violations(objective, metrics))

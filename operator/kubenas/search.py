@@ -315,8 +315,7 @@ class Suggester:
         metrics = self._objective.objective_metrics()
         if len(metrics) != 1 or not trial.status.curve:
             return None
-        curve_metric = self.spec.early_stopping.metric or metrics[0].name
-        if curve_metric != metrics[0].name:
+        if objective.curve_metric(self.spec) != metrics[0].name:
             return None
         values = [p.value for p in trial.status.curve if math.isfinite(p.value)]
         if not values:

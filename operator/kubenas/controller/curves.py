@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from kubenas import api, metrics
+from kubenas import api, metrics, objective
 from kubenas.controller import apply, kube, observe
 from kubenas.controller.context import Context
 
@@ -28,7 +28,7 @@ async def poll(
     pods: Mapping[str, Sequence[Mapping[str, Any]]],
 ) -> None:
     """Append the running trials' latest intermediate value to their curves (bounded)."""
-    name = _curve_metric(experiment.spec)
+    name = objective.curve_metric(experiment.spec)
     if name is None:
         return
     due = []
@@ -78,13 +78,6 @@ async def _read(
     except metrics.MetricsError as err:
         log.debug("no metrics for %s: %s", trial.name, err)
         return None
-
-
-def _curve_metric(spec: api.ExperimentSpec) -> str | None:
-    if spec.early_stopping.metric:
-        return spec.early_stopping.metric
-    metrics = spec.objective.objective_metrics()
-    return metrics[0].name if metrics else None
 
 
 def _with_point(status: api.TrialStatus, step: int, value: float) -> api.TrialStatus:

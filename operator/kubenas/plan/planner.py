@@ -181,7 +181,7 @@ def curve_goal(spec: api.ExperimentSpec) -> api.Goal:
     if spec.early_stopping.goal is not None:
         return spec.early_stopping.goal
     metrics = spec.objective.objective_metrics()
-    name = spec.early_stopping.metric
+    name = objective.curve_metric(spec)
     for metric in metrics:
         if metric.name == name:
             return metric.goal
