@@ -143,7 +143,7 @@ def draw_best_so_far(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> F
     series = _series(spec)
     if not trials:
         return None
-    curve_metric = _curve_metric(spec)
+    curve_metric = objective.curve_metric(spec)
     figure = Figure(figsize=(9.5, 3.6 * len(series)), layout="constrained")
     axes = figure.subplots(len(series), 1, squeeze=False)[:, 0]
     for ax, (name, goal) in zip(axes, series, strict=True):
@@ -234,10 +234,6 @@ def draw_best_so_far(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> F
     return figure
 
 
-def _curve_metric(spec: api.ExperimentSpec) -> str:
-    return spec.early_stopping.metric or spec.objective.objective_metrics()[0].name
-
-
 def _limit_to_results(ax: Axes, results: Sequence[float], others: Sequence[float], goal: api.Goal) -> None:
     """Scale the value axis to the results, letting in other values only when they are close to them.
 
@@ -271,7 +267,7 @@ def draw_parameters(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Fi
     if not points:
         return None
     stopped = []
-    if name == _curve_metric(spec):
+    if name == objective.curve_metric(spec):
         stopped = [
             (t, t.status.curve[-1].value) for t in trials if t.phase == api.TrialPhase.EARLY_STOPPED and t.status.curve
         ]
@@ -361,7 +357,7 @@ def draw_curves(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Figure
     with_curves = [t for t in trials if t.status.curve]
     if not with_curves:
         return None
-    metric = _curve_metric(spec)
+    metric = objective.curve_metric(spec)
     figure = Figure(figsize=(8, 4), layout="constrained")
     ax: Axes = figure.subplots()
     labelled: set[api.TrialPhase] = set()

@@ -69,7 +69,7 @@ class LocalRunner:
         meta = experiment.metadata.model_copy(update={"uid": run_dir.uid(), "generation": None})
         self.experiment = experiment.model_copy(update={"metadata": meta})
         self.name = meta.name
-        self.metric = self._curve_metric()
+        self.metric = objective.curve_metric(self.spec) or "objective"
         self.trials: dict[str, api.Trial] = {}
         self.processes: dict[str, TrialProcess] = {}
         self.scrapers: dict[str, TrialScraper] = {}
@@ -83,12 +83,6 @@ class LocalRunner:
         self._template_env = self._container_env()
 
     # ------------------------------------------------------------------ setup
-
-    def _curve_metric(self) -> str:
-        if self.spec.early_stopping.metric:
-            return self.spec.early_stopping.metric
-        metrics = self.spec.objective.objective_metrics()
-        return metrics[0].name if metrics else "objective"
 
     def _container(self) -> dict[str, Any]:
         containers = self.spec.trial_template.spec.get("containers") or []
