@@ -109,9 +109,12 @@ def replay(runs: Sequence[Run], order: Sequence[int], rule: api.EarlyStopping, p
                 trial.status.phase = api.TrialPhase.SUCCEEDED
                 kept.append(i)
                 del running[name]
-        for name in earlystop.judge_all(rule, started, GOAL):
+        verdicts = earlystop.judge_all(rule, started, GOAL)
+        for name in verdicts.stops:
             _, trial = running.pop(name)
             trial.status.phase = api.TrialPhase.EARLY_STOPPED
+        for name, rung in verdicts.promotions.items():  # as the backends record PromoteTrial
+            running[name][1].status.rung = rung
     return Outcome(
         epochs=epochs,
         full_epochs=sum(len(runs[i].curve) for i in order),

@@ -9,16 +9,20 @@ so the planner can re-ask on every reconcile and get the same answer.
   averages up to ``s`` of the *succeeded* trials that reached ``s`` (Golovin et al., 2017).
   Judged only once ``s >= minEpochs`` and at least ``minTrials`` such trials exist.
 - ASHA (asynchronous successive halving): rungs at ``minEpochs * reductionFactor**k``.
-  At the highest rung ``r`` the trial has reached, it continues only when its value at
-  ``r`` is among the best ``max(1, n // reductionFactor)`` of the ``n`` trials (any phase,
-  itself included) that reached ``r``; otherwise it stops.
+  A trial is judged once per rung, at the highest rung ``r`` it has reached: it continues
+  (is *promoted*) when its value at ``r`` is among the best ``max(1, n // reductionFactor)``
+  of the ``n`` trials (any phase, itself included) that have reached ``r`` so far; otherwise
+  it stops. The promotion is recorded in the trial's ``status.rung``, so trials that reach
+  ``r`` later never reopen the decision: a trial that passed its rung is not stopped
+  half-way to the next one, nor while it finishes (Li et al., 2020; the first trial at a
+  rung always passes, as in Ray Tune's and Optuna's ASHA).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -63,6 +67,14 @@ class _Prepared:
         return max(self.values) if goal == api.Goal.MAXIMIZE else min(self.values)
 
 
+@dataclass(frozen=True)
+class Verdicts:
+    """What the rules decided for the running trials: who stops, and who passed an ASHA rung."""
+
+    stops: dict[str, str] = field(default_factory=dict)  # trial name -> why
+    promotions: dict[str, int] = field(default_factory=dict)  # trial name -> the rung it passed
+
+
 def judge(rule: api.EarlyStopping, trial: api.Trial, others: Sequence[api.Trial], goal: api.Goal) -> str | None:
     """Why ``trial`` should stop now under ``rule``, or None when it should go on.
 
@@ -73,33 +85,37 @@ def judge(rule: api.EarlyStopping, trial: api.Trial, others: Sequence[api.Trial]
         goal: direction of the curve's metric.
     """
     everyone = [trial, *(o for o in others if o.name != trial.name)]
-    return judge_all(rule, everyone, goal, names=[trial.name]).get(trial.name)
+    return judge_all(rule, everyone, goal, names=[trial.name]).stops.get(trial.name)
 
 
 def judge_all(
     rule: api.EarlyStopping, trials: Sequence[api.Trial], goal: api.Goal, names: Sequence[str] | None = None
-) -> dict[str, str]:
+) -> Verdicts:
     """``judge`` for each running trial of ``trials`` (or each one named), curves prepared once.
 
     Returns:
-        The trials to stop, each with why.
+        The trials to stop, each with why, and (ASHA) the trials that passed a new rung.
     """
     if rule.rule == api.StoppingRule.NONE:
-        return {}
+        return Verdicts()
     unique = {t.name: t for t in trials}
     prepared = {name: _Prepared.of(t.status.curve) for name, t in unique.items()}
     judged = names if names is not None else [n for n, t in unique.items() if t.phase == api.TrialPhase.RUNNING]
-    stops: dict[str, str] = {}
+    verdicts = Verdicts()
     for name in judged:
         if rule.rule == api.StoppingRule.MEDIAN:
             reference = [c for n, c in prepared.items() if n != name and unique[n].phase == api.TrialPhase.SUCCEEDED]
             why = _percentile(prepared[name], reference, goal, 50.0, rule.min_epochs, rule.min_trials)
         else:
             others = [c for n, c in prepared.items() if n != name]
-            why = _asha(prepared[name], others, goal, rule.min_epochs, rule.reduction_factor)
+            rung, why = _asha(
+                prepared[name], others, goal, rule.min_epochs, rule.reduction_factor, unique[name].status.rung
+            )
+            if rung is not None and why is None:
+                verdicts.promotions[name] = rung
         if why is not None:
-            stops[name] = why
-    return stops
+            verdicts.stops[name] = why
+    return verdicts
 
 
 def should_stop(rule: api.EarlyStopping, trial: api.Trial, others: Sequence[api.Trial], goal: api.Goal) -> bool:
@@ -160,33 +176,49 @@ def _percentile(
 
 
 def asha_rule(
-    curve: Curve, others: Sequence[Curve], goal: api.Goal, min_step: int, reduction_factor: int
+    curve: Curve,
+    others: Sequence[Curve],
+    goal: api.Goal,
+    min_step: int,
+    reduction_factor: int,
+    passed: int | None = None,
 ) -> str | None:
     """Stop when the trial is not in the top 1/``reduction_factor`` at the highest rung it reached.
+
+    ``passed`` is the highest rung the trial was already kept at (``status.rung``): it is
+    not judged again there.
 
     Raises:
         ValueError: ``min_step`` < 1 or ``reduction_factor`` < 2.
     """
-    return _asha(_Prepared.of(curve), [_Prepared.of(c) for c in others], goal, min_step, reduction_factor)
+    return _asha(_Prepared.of(curve), [_Prepared.of(c) for c in others], goal, min_step, reduction_factor, passed)[1]
 
 
 def _asha(
-    curve: _Prepared, others: Sequence[_Prepared], goal: api.Goal, min_step: int, reduction_factor: int
-) -> str | None:
+    curve: _Prepared,
+    others: Sequence[_Prepared],
+    goal: api.Goal,
+    min_step: int,
+    reduction_factor: int,
+    passed: int | None,
+) -> tuple[int | None, str | None]:
+    """(the rung judged, why the trial stops there or None); (None, None) when there is nothing to judge."""
     if min_step < 1 or reduction_factor < 2:
         raise ValueError(f"ASHA needs min_step >= 1 and reduction_factor >= 2, got {min_step}, {reduction_factor}")
     step = curve.last_step
     if step is None or step < min_step:
-        return None
+        return None, None
     rung = highest_rung(step, min_step, reduction_factor)
+    if passed is not None and passed >= rung:
+        return None, None
     own = curve.value_at(rung)
     competitors = [own] + [o.value_at(rung) for o in others if o.last_step is not None and o.last_step >= rung]
     keep = max(1, len(competitors) // reduction_factor)
     ranked = sorted(competitors, reverse=goal == api.Goal.MAXIMIZE)
     cutoff = ranked[keep - 1]
     if not _worse(own, cutoff, goal):
-        return None
-    return (
+        return rung, None
+    return rung, (
         f"value {own:.6g} at rung {rung} is not in the top {keep} of {len(competitors)} trials "
         f"that reached it (cutoff {cutoff:.6g})"
     )

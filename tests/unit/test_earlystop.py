@@ -11,13 +11,19 @@ MAX, MIN = api.Goal.MAXIMIZE, api.Goal.MINIMIZE
 P = api.TrialPhase
 
 
-def trial(name: str, values: Sequence[float], phase: api.TrialPhase = P.SUCCEEDED, first_step: int = 1) -> api.Trial:
+def trial(
+    name: str,
+    values: Sequence[float],
+    phase: api.TrialPhase = P.SUCCEEDED,
+    first_step: int = 1,
+    rung: int | None = None,
+) -> api.Trial:
     """A trial whose curve has ``values`` at consecutive steps starting at ``first_step``."""
     curve = [api.CurvePoint(step=first_step + i, value=v) for i, v in enumerate(values)]
     return api.Trial(
         metadata=api.ObjectMeta(name=name),
         spec=api.TrialSpec(experiment="e", index=0, parameters={}),
-        status=api.TrialStatus(phase=phase, curve=curve),
+        status=api.TrialStatus(phase=phase, curve=curve, rung=rung),
     )
 
 
@@ -156,7 +162,33 @@ def test_asha_message_names_the_rung() -> None:
 def test_judge_all_judges_running_trials_only() -> None:
     trials = [*FINISHED, trial("slow", [0.3, 0.4, 0.55], P.RUNNING), trial("fast", [0.3, 0.4, 0.65], P.RUNNING),
               trial("failed", [0.1, 0.1, 0.1], P.FAILED)]
-    assert list(earlystop.judge_all(median(), trials, MAX)) == ["slow"]
+    assert list(earlystop.judge_all(median(), trials, MAX).stops) == ["slow"]
+
+
+def test_asha_records_a_promotion_and_does_not_reopen_it() -> None:
+    leader = trial("t", [0.95, 0.95], P.RUNNING)
+    verdicts = earlystop.judge_all(asha(), [leader, *RUNG1], MAX)
+    assert verdicts.stops == {} and verdicts.promotions == {"t": 1}
+
+    # Better trials reach rung 1 later: kept at rung 1, t is not judged there again.
+    promoted = leader.model_copy(update={"status": leader.status.model_copy(update={"rung": 1})})
+    field = [*RUNG1, *(trial(n, [0.99, 0.99]) for n in "xyz")]
+    assert earlystop.judge_all(asha(), [promoted, *field], MAX) == earlystop.Verdicts()
+    # Without the record it would be stopped: the decision is the promotion's, not the rule's.
+    assert earlystop.should_stop(asha(), leader, field, MAX)
+
+
+def test_asha_judges_again_at_the_next_rung() -> None:
+    t = trial("t", [0.95, 0.95, 0.2], P.RUNNING, rung=1)  # passed rung 1, now at rung 3
+    rung3 = [trial(n, [0.9, 0.9, 0.9]) for n in "abc"]
+    assert earlystop.judge(asha(), t, rung3, MAX) is not None
+    assert earlystop.judge_all(asha(), [t.model_copy(update={"status": t.status.model_copy(update={"rung": 3})}),
+                                        *rung3], MAX).stops == {}
+
+
+def test_median_rule_promotes_nobody() -> None:
+    trials = [*FINISHED, trial("fast", [0.3, 0.4, 0.65], P.RUNNING)]
+    assert earlystop.judge_all(median(), trials, MAX).promotions == {}
 
 
 # --------------------------------------------------------------------------- contract: every rule

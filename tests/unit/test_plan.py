@@ -78,6 +78,10 @@ def running(index: int, curve: Iterable[float] = ()) -> api.Trial:
     return trial(index, P.RUNNING, curve=curve)
 
 
+def promoted(t: api.Trial, rung: int) -> api.Trial:
+    return t.model_copy(update={"status": t.status.model_copy(update={"rung": rung})})
+
+
 def failed(index: int) -> api.Trial:
     return trial(index, P.FAILED)
 
@@ -106,6 +110,8 @@ def describe(result: plan.Plan) -> list[str]:
                 lines.append(f"create {name}")
             case plan.StopTrial(name=name, reason=reason):
                 lines.append(f"stop {name} {reason.value}")
+            case plan.PromoteTrial(name=name, rung=rung):
+                lines.append(f"promote {name} {rung}")
             case plan.TellResult(name=name):
                 lines.append(f"tell {name}")
             case plan.CompleteExperiment(phase=phase, reason=reason):
@@ -202,6 +208,12 @@ CASES = [
     ("early-stopping-waits-before-completing", experiment(stopping="asha", max_trials=2),
      [trial(0, P.SUCCEEDED, 0.9, curve=[0.9]), running(1, curve=[0.2])], None,
      ["tell exp-0", "stop exp-1 EarlyStopped"], E.RUNNING, None),
+    ("asha-promotes-the-first-at-a-rung", experiment(stopping="asha", max_trials=2),
+     [running(0, curve=[0.2]), running(1, curve=[0.1])], None,
+     ["stop exp-1 EarlyStopped", "promote exp-0 1"], E.RUNNING, None),
+    ("asha-does-not-reopen-a-promotion", experiment(stopping="asha", max_trials=2),
+     [trial(0, P.SUCCEEDED, 0.9, curve=[0.9]), promoted(running(1, curve=[0.2, 0.3]), rung=1)], None,
+     ["tell exp-0"], E.RUNNING, None),
 ]
 
 

@@ -282,6 +282,11 @@ class TrialStatus(Model):
         description="Intermediate values of the early-stopping metric by step.",
     )
     step: int | None = Field(default=None, description="Last step reported.")
+    rung: int | None = Field(
+        default=None,
+        ge=1,
+        description="ASHA: the highest rung (step) at which the trial was judged and kept; not judged there again.",
+    )
     exit_code: int | None = Field(default=None, description="Exit code of the trial container.")
     start_time: datetime | None = Field(default=None, description="When the trial started running.")
     completion_time: datetime | None = Field(default=None, description="When the trial finished.")

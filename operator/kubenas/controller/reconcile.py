@@ -218,6 +218,9 @@ async def _apply(
         elif isinstance(action, plan.StopTrial) and action.name in by_name:
             i = by_name[action.name]
             trials[i] = await _stop_trial(ctx, exp_raw, trials[i], action)
+        elif isinstance(action, plan.PromoteTrial) and action.name in by_name:
+            i = by_name[action.name]
+            trials[i] = await _promote_trial(ctx, trials[i], action)
         elif isinstance(action, plan.ExportBest) and experiment.spec.export.config_map:
             artifact = workload.artifact_location(experiment, action.trial.name)
             body = apply.export_config_map(exp_raw, action.trial, artifact)
@@ -285,6 +288,13 @@ async def _stop_trial(ctx: Context, exp_raw: Mapping[str, Any], trial: api.Trial
     await apply.write_status(ctx.kube, kube.TRIALS, raw, status.to_wire())
     await ctx.kube.delete(kube.JOBS, trial.metadata.namespace, trial.name)
     await _trial_event(ctx, exp_raw, trial.name, status)
+    return trial.model_copy(update={"status": status})
+
+
+async def _promote_trial(ctx: Context, trial: api.Trial, action: plan.PromoteTrial) -> api.Trial:
+    status = trial.status.model_copy(update={"rung": action.rung})
+    raw = {"metadata": trial.metadata.model_dump(by_alias=True), "status": trial.status.to_wire()}
+    await apply.write_status(ctx.kube, kube.TRIALS, raw, status.to_wire())
     return trial.model_copy(update={"status": status})
 
 

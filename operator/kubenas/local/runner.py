@@ -223,6 +223,9 @@ class LocalRunner:
                 self._create(action)
             elif isinstance(action, plan.StopTrial):
                 self._stop(action)
+            elif isinstance(action, plan.PromoteTrial):
+                trial = self.trials[action.name]
+                self._save(trial.model_copy(update={"status": trial.status.model_copy(update={"rung": action.rung})}))
             elif isinstance(action, plan.CompleteExperiment):
                 self.view.message(f"experiment {action.phase}: {action.reason}: {action.message}")
             elif isinstance(action, plan.ExportBest):

@@ -47,6 +47,14 @@ class StopTrial:
 
 
 @dataclass(frozen=True)
+class PromoteTrial:
+    """ASHA kept this running trial at ``rung``: record it in ``status.rung`` so it is not judged there again."""
+
+    name: str
+    rung: int
+
+
+@dataclass(frozen=True)
 class TellResult:
     """Informational: this finished trial's result was newly told to the optimizer."""
 
@@ -70,14 +78,14 @@ class ExportBest:
     trial: api.TrialSummary
 
 
-Action = CreateTrial | StopTrial | TellResult | CompleteExperiment | ExportBest
+Action = CreateTrial | StopTrial | PromoteTrial | TellResult | CompleteExperiment | ExportBest
 
 
 @dataclass(frozen=True)
 class Plan:
     """What to do now, and the whole Experiment status to write once it is done.
 
-    Actions come in the order to apply them: tells, stops, creates, completion, export.
+    Actions come in the order to apply them: tells, stops, promotions, creates, completion, export.
     """
 
     actions: tuple[Action, ...]
@@ -104,3 +112,4 @@ class Decision:
     outcome: Outcome | None
     creates: tuple[CreateTrial, ...] = ()
     stops: tuple[StopTrial, ...] = ()
+    promotions: tuple[PromoteTrial, ...] = ()

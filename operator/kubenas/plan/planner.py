@@ -26,6 +26,7 @@ from kubenas.plan.actions import (
     ExportBest,
     Outcome,
     Plan,
+    PromoteTrial,
     StopTrial,
     Suggester,
     TellResult,
@@ -88,7 +89,7 @@ def plan(experiment: api.Experiment, trials: Sequence[api.Trial], now: datetime,
         experiment, trials, decision, now, start, best, front, reopened=was_terminal and not outcome
     )
 
-    actions: list[Action] = [*tells, *decision.stops, *decision.creates]
+    actions: list[Action] = [*tells, *decision.stops, *decision.promotions, *decision.creates]
     if completed_now and outcome is not None:
         actions.append(CompleteExperiment(outcome.phase, api.CompletionReason(outcome.reason), outcome.message))
     if outcome is not None and exported is not None and (completed_now or status.export_stale(prev, exported)):
@@ -126,7 +127,7 @@ def _decide(
     if outcome is not None:
         return Decision(outcome, stops=stop_all(trials, outcome))
 
-    stopping = _early_stops(spec, trials)
+    stopping, promotions = _early_stops(spec, trials)
     active = [t for t in trials if not t.phase.is_finished]
     occupied = sum(t.name not in stopping for t in active)
     slots = 0 if spec.suspend else max(0, min(budget.parallel_trials - occupied, budget.max_trials - len(trials)))
@@ -147,7 +148,7 @@ def _decide(
                 trials,
                 spec,
             )
-    return Decision(outcome, creates=creates, stops=tuple(stopping.values()))
+    return Decision(outcome, creates=creates, stops=tuple(stopping.values()), promotions=promotions)
 
 
 def _success(
@@ -163,13 +164,16 @@ def _success(
     return Outcome(api.ExperimentPhase.SUCCEEDED, reason, message)
 
 
-def _early_stops(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> dict[str, StopTrial]:
+def _early_stops(
+    spec: api.ExperimentSpec, trials: Sequence[api.Trial]
+) -> tuple[dict[str, StopTrial], tuple[PromoteTrial, ...]]:
     rule = spec.early_stopping
-    reasons = earlystop.judge_all(rule, trials, curve_goal(spec))
-    return {
+    verdicts = earlystop.judge_all(rule, trials, curve_goal(spec))
+    stops = {
         name: StopTrial(name, api.TrialReason.EARLY_STOPPED, f"{rule.rule.value} rule: {why}")
-        for name, why in reasons.items()
+        for name, why in verdicts.stops.items()
     }
+    return stops, tuple(PromoteTrial(name, rung) for name, rung in verdicts.promotions.items())
 
 
 def curve_goal(spec: api.ExperimentSpec) -> api.Goal:

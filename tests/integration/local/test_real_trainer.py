@@ -37,7 +37,7 @@ def manifest(name: str) -> dict:
                                 "--param=dataset=digits",
                                 f"--param=epochs={EPOCHS}",
                                 "--param=batch_size=16",
-                                "--param=latency_repeats=1",  # short final phase: ASHA re-judges until exit
+                                "--param=latency_repeats=1",
                             ],
                         }
                     ]

@@ -1,4 +1,4 @@
-"""Intermediate metrics through a real Prometheus (PromQL path) drive the median early-stopping rule."""
+"""Intermediate metrics through a real Prometheus (PromQL path) drive the early-stopping rules."""
 
 from __future__ import annotations
 
@@ -52,8 +52,19 @@ class TrialEndpoint:
 
 
 @pytest.mark.slow
-async def test_prometheus_curves_and_median_early_stopping(
-    cluster: Emulator, operator: Operator, prometheus_server: Any, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "early_stopping",
+    [
+        pytest.param({"rule": "median", "minEpochs": 2, "minTrials": 2}, id="median"),
+        pytest.param({"rule": "asha", "minEpochs": 2, "reductionFactor": 2}, id="asha"),
+    ],
+)
+async def test_prometheus_curves_and_early_stopping(
+    cluster: Emulator,
+    operator: Operator,
+    prometheus_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    early_stopping: dict[str, Any],
 ) -> None:
     monkeypatch.setenv("KUBENAS_PROMETHEUS_URL", prometheus_server.url)
 
@@ -72,7 +83,7 @@ async def test_prometheus_curves_and_median_early_stopping(
     body = experiment(
         budget={"maxTrials": 4, "parallelTrials": 2, "maxFailedTrials": 0},
         metrics={"source": "prometheus"},
-        earlyStopping={"rule": "median", "minEpochs": 2, "minTrials": 2},
+        earlyStopping=early_stopping,
     )
     await operator.start()
     async with Kubelet(str(cluster.url), behaviour, running_first=True) as k:
@@ -89,7 +100,10 @@ async def test_prometheus_curves_and_median_early_stopping(
             assert curve and [p["step"] for p in curve] == sorted({p["step"] for p in curve}), curve
             assert all(abs(p["value"] - (0.8 + 0.01 * p["step"])) < 1e-9 for p in curve), curve
             assert trials[name]["status"]["phase"] == "Succeeded"
+            if early_stopping["rule"] == "asha":  # kept at rung 2 (at least): recorded, never reopened
+                assert trials[name]["status"].get("rung", 0) >= 2, trials[name]["status"]
         assert stopped[0]["status"]["reason"] == "EarlyStopped"
+        assert early_stopping["rule"] in stopped[0]["status"]["message"]
         assert stopped[0]["metadata"]["name"] in ("exp-2", "exp-3")
         reasons = {e["reason"] for e in await k.items(EVENTS)}
         assert "TrialEarlyStopped" in reasons
