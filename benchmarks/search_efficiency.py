@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/search_efficiency.py                   # the README table
     .venv/bin/python benchmarks/search_efficiency.py --quick           # a smoke run
     .venv/bin/python benchmarks/search_efficiency.py --table hpolib-parkinsons_telemonitoring
+    .venv/bin/python benchmarks/search_efficiency.py --weighted latency --budget 100   # acc - beta*log10(latency)
+    .venv/bin/python benchmarks/search_efficiency.py --constraint latency --quantile 0.5 --budget 100
 
 kubenas rows run ``kubenas.search.Suggester`` (the operator's code path) with batch asks of
 ``parallelTrials``; baselines run sequentially. Each evaluation returns one recorded training
@@ -25,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kubenas import algorithms
-from search import baselines, constrained, multiobjective, runner, scoring, tables
+from search import baselines, constrained, multiobjective, runner, scoring, tables, weighted
 
 CHECKPOINTS = (25, 50, 100, 200)
 
@@ -162,44 +164,107 @@ def report_pareto(
     return results
 
 
+CONSTRAINED_BASELINES = ("random", "tpe")
+ConstrainedRun = Callable[[tables.Table, int, Callable[[str], dict[str, float]], int, float | None], list[str]]
+
+
+def constrained_methods(algorithms_: Sequence[str], baselines_: Sequence[str], cost: str) -> dict[str, ConstrainedRun]:
+    """Constrained-run rows, each callable with ``limit=None`` for its unconstrained run: kubenas
+    per algorithm, then the chosen ``CONSTRAINED_BASELINES``."""
+    methods: dict[str, ConstrainedRun] = {
+        f"kubenas {a}": lambda t, b, ev, s, lim, a=a: constrained.kubenas_constrained(t, b, ev, s, cost, lim, a)
+        for a in algorithms_
+    }
+    available: dict[str, tuple[str, ConstrainedRun]] = {
+        "random": ("random search", lambda t, b, ev, s, lim: constrained.random_constrained(t, b, ev, s, cost, lim)),
+        "tpe": (
+            "Optuna TPE, multivariate, native constraints",
+            lambda t, b, ev, s, lim: constrained.optuna_constrained(t, b, ev, s, cost, lim),
+        ),
+    }
+    for name in baselines_:
+        label, run = available[name]
+        methods[label] = run
+    return methods
+
+
+def constrained_seed(
+    table: tables.Table, run: ConstrainedRun, scorer: constrained.FeasibleTop, budget: int, seed: int
+) -> dict[str, float]:
+    """One seed: the constrained run's scores plus ``unconstrained``, the evaluations to the table's
+    top 1% when the same searcher runs without the constraint (same noise stream)."""
+
+    def evaluator() -> Callable[[str], dict[str, float]]:
+        noise = np.random.default_rng([seed, zlib.crc32(table.name.encode())])
+        return lambda key: {"acc": table.evaluate(key, noise), scorer.cost: table.extra[key][scorer.cost]}
+
+    row = scorer.score(run(table, budget, evaluator(), seed, scorer.limit))
+    row["unconstrained"] = constrained.evals_to_top(table, run(table, budget, evaluator(), seed, None))
+    return row
+
+
 def report_constrained(
-    table: tables.Table, algorithms_: Sequence[str], cost: str, quantile: float, budget: int, seeds: int, out=sys.stdout
+    table: tables.Table,
+    algorithms_: Sequence[str],
+    cost: str,
+    quantile: float,
+    budget: int,
+    seeds: int,
+    baselines_: Sequence[str] = CONSTRAINED_BASELINES,
+    out=sys.stdout,
 ) -> dict[str, dict[str, float]]:
-    """Infeasible share per window and evaluations to the feasible top 1%."""
+    """Infeasible share per window and evaluations to the feasible top 1% (and, unconstrained, to the top 1%)."""
     limit = float(np.quantile([table.extra[k][cost] for k in table.means], quantile))
     scorer = constrained.FeasibleTop(table, cost, limit)
-    methods: dict[str, Callable[..., list[str]]] = {
-        **{
-            f"kubenas {a}": lambda t, b, ev, s, a=a: constrained.kubenas_constrained(t, b, ev, s, cost, limit, a)
-            for a in algorithms_
-        },
-        "random search": constrained.random_constrained,
-    }
     print(
         f"\n{table.name}: accuracy subject to {cost} <= {limit:.4g} ({scorer.share_feasible:.0%} of the table "
-        f"feasible; feasible top 1% {scorer.top1:.2f}), budget {budget}, {seeds} seeds (median; shares: mean)",
+        f"feasible; feasible top 1% {scorer.top1:.2f}; top 1% {table.top1:.2f}), budget {budget}, {seeds} seeds "
+        "(median; shares: mean)",
         file=out,
     )
     windows = [f"infeasible {lo}-{hi}" for lo, hi in constrained.WINDOWS if lo <= budget]
-    head = ["algorithm", *windows, "evals to feasible top 1%"]
+    head = ["algorithm", *windows, "evals to feasible top 1%", "evals to top 1%, unconstrained run"]
     print("| " + " | ".join(head) + " |", file=out)
     print("|" + "---|" * len(head), file=out)
     results = {}
-    for label, run in methods.items():
-        rows = []
-        for seed in range(seeds):
-            noise = np.random.default_rng([seed, zlib.crc32(table.name.encode())])
-
-            def evaluate(key: str, noise: np.random.Generator = noise) -> dict[str, float]:
-                return {"acc": table.evaluate(key, noise), cost: table.extra[key][cost]}
-
-            rows.append(scorer.score(run(table, budget, evaluate, seed)))
+    for label, run in constrained_methods(algorithms_, baselines_, cost).items():
+        rows = [constrained_seed(table, run, scorer, budget, seed) for seed in range(seeds)]
         summary = {w: float(np.nanmean([r[w] for r in rows])) for w in windows}
-        summary["evals"] = float(np.median([r["evals"] for r in rows]))
+        for column in ("evals", "unconstrained"):
+            summary[column] = float(np.median([r[column] for r in rows]))
         results[label] = summary
         cells = [label, *[f"{summary[w]:.0%}" for w in windows], fmt(summary["evals"], 0)]
-        print("| " + " | ".join(cells) + " |", file=out, flush=True)
+        print("| " + " | ".join([*cells, fmt(summary["unconstrained"], 0)]) + " |", file=out, flush=True)
     return results
+
+
+def weighted_methods(algorithms_: Sequence[str], baselines_: Sequence[str], cost: str, beta: float) -> list[Method]:
+    """Weighted-run rows: kubenas (``strategy: weighted``) per algorithm, then scalar baselines."""
+    methods = [
+        Method(
+            f"kubenas {a} (weighted objective)",
+            lambda t, b, ev, s, a=a: weighted.kubenas_weighted(t, b, ev, s, cost, beta, a),
+        )
+        for a in algorithms_
+    ]
+    return methods + [BASELINES[b] for b in baselines_]
+
+
+def report_weighted(
+    table: tables.Table, methods: Sequence[Method], cost: str, beta: float, budget: int, seeds: int, out=sys.stdout
+) -> dict[str, dict[str, float]]:
+    """The usual scores on the weighted table: true weighted value of the incumbent, evals to its top 1%."""
+    scored = weighted.weighted_table(table, cost, beta)
+    best = max(scored.means, key=scored.means.__getitem__)
+    champion = max(table.means, key=table.means.__getitem__)
+    rank = sorted(scored.means.values(), reverse=True).index(scored.means[champion]) + 1
+    print(
+        f"\nweighted objective 1.0*acc - {beta:g}*log10({cost}): optimum = acc {table.means[best]:.2f}, "
+        f"{cost} {table.extra[best][cost]:.4g}; the accuracy optimum (acc {table.means[champion]:.2f}, "
+        f"{cost} {table.extra[champion][cost]:.4g}) ranks {rank} of {len(scored.means)} by weighted value",
+        file=out,
+    )
+    return report(scored, methods, budget, seeds, out)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
@@ -213,36 +278,62 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, flo
     parser.add_argument("--budget", type=int, default=200)
     parser.add_argument("--algorithm", action="append", help=f"kubenas algorithm (default {algorithms.DEFAULT})")
     parser.add_argument("--parallel", default="1,4,8", help="parallelTrials values for kubenas rows")
-    parser.add_argument("--baselines", default=",".join(BASELINES), help="comma list; '' for none")
+    parser.add_argument(
+        "--baselines",
+        help=f"comma list; '' for none (default: all of {','.join(BASELINES)}; "
+        f"--constraint: {','.join(CONSTRAINED_BASELINES)}; --pareto has fixed baselines)",
+    )
+    parser.add_argument("--no-kubenas", action="store_true", help="baseline rows only")
     parser.add_argument("--restart-every", type=int, help="also run kubenas rebuilt from history every n trials")
     parser.add_argument("--pareto", metavar="COST", help="multi-objective run instead: accuracy vs latency|model_size")
     parser.add_argument("--constraint", metavar="COST", help="constrained run instead: accuracy s.t. COST <= quantile")
     parser.add_argument("--quantile", type=float, default=0.3, help="--constraint threshold as a table quantile")
+    parser.add_argument(
+        "--weighted", choices=sorted(weighted.DEFAULT_BETA), help="NB201 weighted run instead: acc - beta*log10(cost)"
+    )
+    parser.add_argument(
+        "--beta",
+        type=float,
+        help="--weighted cost weight, accuracy points per 10x cost "
+        + ", ".join(f"(default {b:g} for {c})" for c, b in weighted.DEFAULT_BETA.items()),
+    )
     parser.add_argument("--quick", action="store_true", help="3 seeds, budget 50, no GP")
     args = parser.parse_args(argv)
+    available = CONSTRAINED_BASELINES if args.constraint else tuple(BASELINES)
+    chosen_baselines = [b for b in (args.baselines or ",".join(available)).split(",") if b]
+    if unknown := [b for b in chosen_baselines if b not in available]:
+        parser.error(f"unknown baselines {unknown}; this mode has {','.join(available)}")
     if args.quick:
         args.seeds, args.budget = min(args.seeds, 3), min(args.budget, 50)
-        args.baselines = ",".join(b for b in args.baselines.split(",") if b != "gp")
+        chosen_baselines = [b for b in chosen_baselines if b != "gp"]
+    chosen = [] if args.no_kubenas else args.algorithm or [algorithms.DEFAULT]
     if args.constraint:
-        chosen = args.algorithm or [algorithms.DEFAULT]
         return {
-            name: report_constrained(tables.load(name), chosen, args.constraint, args.quantile, args.budget, args.seeds)
+            name: report_constrained(
+                tables.load(name), chosen, args.constraint, args.quantile, args.budget, args.seeds, chosen_baselines
+            )
+            for name in args.table or ["nb201-cifar10"]
+        }
+    if args.weighted:
+        beta = args.beta if args.beta is not None else weighted.DEFAULT_BETA[args.weighted]
+        methods = weighted_methods(chosen, chosen_baselines, args.weighted, beta)
+        return {
+            name: report_weighted(tables.load(name), methods, args.weighted, beta, args.budget, args.seeds)
             for name in args.table or ["nb201-cifar10"]
         }
     if args.pareto:
-        chosen = args.algorithm or [algorithms.DEFAULT]
         return {
             name: report_pareto(tables.load(name), chosen, args.pareto, args.budget, args.seeds)
             for name in args.table or ["nb201-cifar10"]
         }
     methods = []
-    for algorithm in args.algorithm or [algorithms.DEFAULT]:
+    for algorithm in chosen:
         for p in (int(x) for x in args.parallel.split(",") if x):
             methods.append(kubenas_method(algorithm, p))
         if args.restart_every:
             methods.append(kubenas_method(algorithm, 1, args.restart_every))
-    methods += [BASELINES[b] for b in args.baselines.split(",") if b]
-    print(f"Suggester: {runner.suggester_class().__module__}.{runner.suggester_class().__name__}")
+    methods += [BASELINES[b] for b in chosen_baselines]
+    print(f"Suggester: {runner.Suggester.__module__}.{runner.Suggester.__name__}")
     return {
         name: report(tables.load(name), methods, args.budget, args.seeds) for name in args.table or ["nb201-cifar10"]
     }

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .tables import Table
+
+if TYPE_CHECKING:
+    import optuna
 
 Evaluate = Callable[[str], float]
 
@@ -107,19 +111,37 @@ def local_search(
     return seen[:budget]
 
 
-def optuna_search(table: Table, budget: int, evaluate: Evaluate, seed: int, sampler_name: str = "tpe") -> list[str]:
-    """Optuna over the same kubenas space (numeric parameters stay numeric, log where kubenas uses log)."""
+def optuna_sampler(sampler_name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """``tpe`` (multivariate), ``gp`` or ``nsga2``."""
+    import optuna
+
+    if sampler_name == "tpe":
+        return optuna.samplers.TPESampler(multivariate=True, seed=seed)
+    if sampler_name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if sampler_name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    raise KeyError(sampler_name)
+
+
+def optuna_search(
+    table: Table,
+    budget: int,
+    evaluate: Evaluate,
+    seed: int,
+    sampler_name: str = "tpe",
+    constraint: Callable[[str], float] | None = None,
+) -> list[str]:
+    """Optuna over the same kubenas space (numeric parameters stay numeric, log where kubenas uses log).
+
+    ``constraint``: a key's constraint value after its evaluation (<= 0 feasible), recorded with
+    ``Trial.set_constraint``, Optuna 5's native constraint handling (it replaces the samplers'
+    deprecated ``constraints_func``; TPE, NSGA-II and GP read it).
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if sampler_name == "tpe":
-        sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(multivariate=True, seed=seed)
-    elif sampler_name == "gp":
-        sampler = optuna.samplers.GPSampler(seed=seed)
-    elif sampler_name == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(seed=seed)
-    else:
-        raise KeyError(sampler_name)
+    sampler = optuna_sampler(sampler_name, seed)
     study = optuna.create_study(direction="maximize" if table.maximize else "minimize", sampler=sampler)
     seen: list[str] = []
     known: dict[str, float] = {}
@@ -144,5 +166,7 @@ def optuna_search(table: Table, budget: int, evaluate: Evaluate, seed: int, samp
             seen.append(key)
         # A repeat is told the recorded value: Optuna has no dedup of its own, and re-running
         # it would waste a trial the other searchers do not spend.
+        if constraint is not None:
+            trial.set_constraint("constraint", constraint(key))
         study.tell(trial, known[key])
     return seen

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from . import runner
+from . import baselines, runner
 from .tables import Table
 
 Evaluate = Callable[[str], dict[str, float]]
@@ -61,11 +61,7 @@ def optuna_pareto(table: Table, budget: int, evaluate: Evaluate, seed: int, cost
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler: optuna.samplers.BaseSampler
-    if sampler_name == "tpe":
-        sampler = optuna.samplers.TPESampler(multivariate=True, seed=seed)
-    else:
-        sampler = optuna.samplers.NSGAIISampler(seed=seed)
+    sampler = baselines.optuna_sampler(sampler_name, seed)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     seen: list[str] = []
     known: dict[str, dict[str, float]] = {}

@@ -1,17 +1,17 @@
 """Drive kubenas's own search code on a table, with batch asks of ``parallel`` trials.
 
-The real path is ``kubenas.search.Suggester`` fed ``api.Trial`` objects, exactly as the
-operator does. Until that module exists, a minimal stand-in with the same contract is used.
+The path is ``kubenas.search.Suggester`` fed ``api.Trial`` objects, exactly as the operator
+does: ``ask`` a batch, evaluate it on the table, ``sync`` the finished trials.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import nevergrad as ng
 import numpy as np
-from kubenas import algorithms, api
+from kubenas import api
+from kubenas.search import Suggester
 
 from .tables import Table
 
@@ -45,80 +45,6 @@ def make_trial(name: str, index: int, parameters: Mapping[str, Any], metrics: Ma
     )
 
 
-class _StandInSuggester:
-    """docs/contracts.md's Suggester reduced to what the benchmark uses (until search.py lands)."""
-
-    def __init__(self, spec: api.ExperimentSpec) -> None:
-        params: dict[str, ng.p.Parameter] = {}
-        for p in spec.parameters:
-            if p.type == "categorical":
-                params[p.name] = ng.p.Choice(list(p.values or []))
-            else:
-                lo, hi = float(p.min or 0.0), float(p.max or 1.0)
-                leaf = ng.p.Log(lower=lo, upper=hi) if p.scale == "log" else ng.p.Scalar(lower=lo, upper=hi)
-                params[p.name] = leaf.set_integer_casting() if p.type == "int" else leaf
-        self._param = ng.p.Dict(**params)
-        self._param.random_state.seed(spec.algorithm.seed)
-        budget = spec.algorithm.budget_hint or spec.budget.max_trials
-        self._opt = algorithms.build_optimizer(spec.algorithm.name, self._param, budget, spec.budget.parallel_trials)
-        self._names = [p.name for p in spec.parameters]
-        self._maximize = spec.objective.goal == "maximize"
-        self._metric = spec.objective.metric or "score"
-        self._told: set[str] = set()
-        self._known: dict[str, float | None] = {}
-        self._candidates: dict[str, ng.p.Parameter] = {}
-
-    def _key(self, values: Mapping[str, Any]) -> str:
-        return repr(tuple(values[n] for n in self._names))
-
-    def sync(self, trials: Sequence[api.Trial]) -> list[str]:
-        told = []
-        for t in trials:
-            key = self._key(t.spec.parameters)
-            if t.status is None or not t.status.phase.is_finished:
-                self._known.setdefault(key, None)
-                continue
-            if t.metadata.name in self._told:
-                continue
-            value = t.status.metrics[self._metric]
-            loss = -value if self._maximize else value
-            cand = self._candidates.pop(key, None)
-            if cand is None:
-                cand = self._param.spawn_child(new_value=dict(t.spec.parameters))
-            self._opt.tell(cand, loss)
-            self._known[key] = loss
-            self._told.add(t.metadata.name)
-            told.append(t.metadata.name)
-        return told
-
-    def ask(self, n: int) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        attempts = 0
-        while len(out) < n and attempts < 50 * n:
-            attempts += 1
-            cand = self._opt.ask()
-            values = dict(cand.value)
-            key = self._key(values)
-            if key in self._known:
-                loss = self._known[key]
-                # A repeat of a finished config is told its result so the optimizer moves on.
-                self._opt.tell(cand, loss if loss is not None else 0.0)
-                continue
-            self._known[key] = None
-            self._candidates[key] = cand
-            out.append(values)
-        return out
-
-
-def suggester_class() -> type:
-    try:
-        from kubenas.search import Suggester
-
-        return Suggester
-    except ImportError:
-        return _StandInSuggester
-
-
 def run_kubenas(
     table: Table,
     algorithm: str,
@@ -129,15 +55,14 @@ def run_kubenas(
     restart_every: int | None = None,
 ) -> list[str]:
     """Evaluated keys in order. ``restart_every``: rebuild the Suggester from history every n trials."""
-    cls = suggester_class()
     spec = experiment_spec(table, algorithm, budget, parallel, seed)
-    suggester = cls(spec)
+    suggester = Suggester(spec)
     trials: list[api.Trial] = []
     seen: list[str] = []
     last_rebuild = 0
     while len(seen) < budget:
         if restart_every and len(seen) - last_rebuild >= restart_every:
-            suggester = cls(spec)
+            suggester = Suggester(spec)
             suggester.sync(trials)
             last_rebuild = len(seen)
         configs = suggester.ask(min(parallel, budget - len(seen)))
@@ -158,7 +83,7 @@ def run_metrics_sequentially(
     table: Table, spec: api.ExperimentSpec, budget: int, evaluate: Callable[[str], Mapping[str, float]]
 ) -> list[str]:
     """Evaluated keys in order: one trial at a time through the Suggester, each told all its metrics."""
-    suggester = suggester_class()(spec)
+    suggester = Suggester(spec)
     trials: list[api.Trial] = []
     seen: list[str] = []
     while len(seen) < budget:
