@@ -12,6 +12,14 @@ interactions an additive model cannot; the model orders them. Every step is a fe
 operations, so ask+tell stays far below a millisecond-scale budget, and the state is only the
 told (configuration, loss) pairs: telling configurations it never asked (a rebuild replaying
 history) is the same as telling its own.
+
+Constraints: when a told candidate carries a ``ConstrainedResult`` (the Suggester attaches one
+to every succeeded trial of a constrained objective), the quality model learns the
+unpenalised losses, infeasible results included, and a second Bayesian model per constraint
+learns its signed margin. Each ask then scores a configuration by its Thompson-sampled
+quality minus a penalty for its Thompson-sampled violation, and climbs from the best
+*feasible* configurations: the search keeps what it learnt about quality beyond the boundary
+and proposes configurations it expects to be feasible.
 """
 
 from __future__ import annotations
@@ -29,6 +37,33 @@ from nevergrad.parametrization.core import Constant
 from nevergrad.parametrization.data import Data
 
 DEFAULT = "SurrogateLocalSearch"
+
+_CONSTRAINED = "kubenas_constrained"
+
+
+@dataclass(frozen=True)
+class ConstrainedResult:
+    """A succeeded trial's result under a constrained objective.
+
+    ``losses`` are the objective's losses without any penalty; ``margins`` are the constraints'
+    signed margins in units of their bounds (> 0 violated, <= 0 met; ``inf`` when unknown).
+    """
+
+    losses: tuple[float, ...]
+    margins: tuple[float, ...]
+
+
+def attach_constrained(candidate: ng.p.Parameter, result: ConstrainedResult) -> None:
+    """Hand ``result`` to a feasibility-aware optimizer with the next ``tell(candidate, ...)``.
+
+    Other optimizers ignore it and learn from the (penalised) loss told.
+    """
+    setattr(candidate, _CONSTRAINED, result)
+
+
+def _constrained_of(candidate: ng.p.Parameter) -> ConstrainedResult | None:
+    result = getattr(candidate, _CONSTRAINED, None)
+    return result if isinstance(result, ConstrainedResult) else None
 
 
 @dataclass(frozen=True)
@@ -83,6 +118,10 @@ class _SurrogateLocalSearch(base.Optimizer):
         max_points: int = 160,
         exploration: float = 0.3,
         batch_spread: float = 2.0,
+        violation_penalty: float = 3.0,
+        margin_exploration: float = 0.0,
+        margin_safety: float = 1.0,
+        margin_noise: float = 0.01,
     ) -> None:
         super().__init__(parametrization, budget=budget, num_workers=num_workers)
         dims = _dimensions(self.parametrization)
@@ -99,8 +138,15 @@ class _SurrogateLocalSearch(base.Optimizer):
         self._exploration = exploration
         self._batch_spread = batch_spread
         self._steps = steps
+        self._violation_penalty = violation_penalty
+        self._margin_exploration = margin_exploration
+        self._margin_safety = margin_safety
+        self._margin_noise = margin_noise
         self._genomes: list[np.ndarray] = []
-        self._losses: list[np.ndarray] = []
+        self._losses: list[np.ndarray] = []  # what the quality model learns (unpenalised when known)
+        self._infeasible: list[bool] = []  # per point: a constraint is known to be violated
+        self._margins: list[np.ndarray | None] = []  # per point: constraint margins, when told
+        self._margin_model: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._told: set[tuple[float, ...]] = set()
         self._pending: set[tuple[float, ...]] = set()
         self._posterior: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -207,20 +253,82 @@ class _SurrogateLocalSearch(base.Optimizer):
         return -shortfall.max(axis=1) - 0.05 * shortfall.sum(axis=1)
 
     def _thompson_weights(self, target: np.ndarray) -> np.ndarray:
-        """One posterior sample of the weights (pathwise conditioning of a prior sample)."""
+        """One posterior sample of the quality model's weights."""
         _, chosen, kernel_inv = self._fit()
         x = self._features(np.array(self._genomes)[chosen])
         ranks = target.argsort(kind="stable").argsort(kind="stable")
         # Normal scores of the ranks (larger is better): robust to diverged runs and the loss's scale.
         y = _normal_quantile((ranks[chosen] + 0.5) / len(ranks))
+        return self._posterior_sample(x, kernel_inv, y)
+
+    def _posterior_sample(
+        self,
+        x: np.ndarray,
+        kernel_inv: np.ndarray,
+        y: np.ndarray,
+        exploration: float | None = None,
+        noise: float | None = None,
+    ) -> np.ndarray:
+        """A sample of the weights given targets ``y`` (pathwise conditioning of a prior sample)."""
         rng = self._rng
         prior_sample = np.sqrt(self._prior) * rng.normal(size=self._prior.shape[0])
-        residual = y - x @ prior_sample - math.sqrt(self._noise) * rng.normal(size=len(y))
+        noise = self._noise if noise is None else noise
+        residual = y - x @ prior_sample - math.sqrt(noise) * rng.normal(size=len(y))
         sample = prior_sample + self._prior * (x.T @ (kernel_inv @ residual))
         mean = self._prior * (x.T @ (kernel_inv @ y))
         # Proposals of one batch share the data: spread them more the more are still pending.
-        scale = self._exploration * math.sqrt(1.0 + self._batch_spread * len(self._pending))
+        explore = self._exploration if exploration is None else exploration
+        scale = explore * math.sqrt(1.0 + self._batch_spread * len(self._pending))
         return mean + scale * (sample - mean)
+
+    def _fit_margins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The feasibility model: points with known margins, their scaled margins, inverse kernel, error.
+
+        None until three results carry margins. The error is each constraint's leave-one-out
+        prediction error (root mean square): how far off a prediction for a new point may be.
+        Cached until the next tell.
+        """
+        if self._margin_model is None:
+            rows = [i for i, m in enumerate(self._margins) if m is not None and np.all(np.isfinite(m))]
+            if len(rows) < 3:
+                return None
+            if len(rows) > self._max_points:
+                rows = [rows[i] for i in np.linspace(0, len(rows) - 1, self._max_points).astype(int)]
+            margins = np.array([self._margins[i] for i in rows])
+            # Unit: the median distance from the boundary; not centred (zero is the boundary) and not
+            # squashed: costs such as parameter counts are additive, and stay exactly learnable.
+            y = margins / (np.median(np.abs(margins), axis=0) + 1e-12)
+            x = self._features(np.array(self._genomes)[rows])
+            kernel_inv = np.linalg.inv((x * self._prior) @ x.T + self._margin_noise * np.eye(len(rows)))
+            # Leave-one-out residuals of a Gaussian-process regression: (K^-1 y)_i / (K^-1)_ii.
+            loo = (kernel_inv @ y) / np.diag(kernel_inv)[:, None]
+            self._margin_model = (np.array(rows), y, kernel_inv, np.sqrt(np.mean(loo**2, axis=0)))
+        return self._margin_model
+
+    def _scorer(self, target: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """This ask's acquisition: sampled quality, minus a penalty where a sampled margin is violated."""
+        weights = self._thompson_weights(target)
+        fitted = self._fit_margins()
+        if fitted is None:
+            return lambda genomes: self._features(genomes) @ weights
+        rows, y, kernel_inv, error = fitted
+        x = self._features(np.array(self._genomes)[rows])
+        margin_weights = np.stack(
+            [
+                self._posterior_sample(x, kernel_inv, y[:, c], self._margin_exploration, self._margin_noise)
+                for c in range(y.shape[1])
+            ],
+            axis=1,
+        )
+        # Demand room in proportion to the model's own error: none once the margins are predictable.
+        penalty, offset = self._violation_penalty, self._margin_safety * error
+
+        def score(genomes: np.ndarray) -> np.ndarray:
+            features = self._features(genomes)
+            violation = np.maximum(features @ margin_weights + offset, 0.0)
+            return features @ weights - penalty * ((violation > 0).any(axis=1) + violation.sum(axis=1))
+
+        return score
 
     # ------------------------------------------------------------------ ask / tell
 
@@ -249,15 +357,17 @@ class _SurrogateLocalSearch(base.Optimizer):
             parts.append(block)
         return np.concatenate(parts, axis=1)
 
-    def _climb(self, starts: np.ndarray, weights: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def _climb(
+        self, starts: np.ndarray, score_of: Callable[[np.ndarray], np.ndarray]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Hill-climb the sampled model from every start at once; returns each neighbourhood seen, scored."""
-        seen, scored = [starts], [self._features(starts) @ weights]
+        seen, scored = [starts], [score_of(starts)]
         current, score = starts, scored[0]
         for _ in range(self._climb_steps):
             block = self._neighbours(current)
             m, n, dims = block.shape
             flat = block.reshape(m * n, dims)
-            scores = self._features(flat) @ weights
+            scores = score_of(flat)
             seen.append(flat)
             scored.append(scores)
             scores = scores.reshape(m, n)
@@ -273,13 +383,14 @@ class _SurrogateLocalSearch(base.Optimizer):
         genome = None
         if len(self._losses) >= self._initial:
             target = self._scalarised(self._fit()[0])
-            weights = self._thompson_weights(target)
-            order = np.argsort(-target, kind="stable")[: self._elites]
+            score_of = self._scorer(target)
+            # Climb from the best feasible configurations (infeasible ones sort last).
+            order = np.lexsort((-target, np.array(self._infeasible)))[: self._elites]
             starts = np.concatenate([np.array(self._genomes)[order], self._random(self._random_starts)])
-            seen, scored = self._climb(starts, weights)
+            seen, scored = self._climb(starts, score_of)
             pool = self._random(self._random_pool)
             candidates = self._normalise(np.concatenate([pool, *seen]))
-            scores = np.concatenate([self._features(pool) @ weights, *scored])
+            scores = np.concatenate([score_of(pool), *scored])
             for idx in np.argsort(-scores, kind="stable"):
                 key = self._key(candidates[idx])
                 if key not in self._told and key not in self._pending:
@@ -326,10 +437,18 @@ class _SurrogateLocalSearch(base.Optimizer):
         # Pareto objectives: Nevergrad hands us a hypervolume-based scalar; the vector is on the candidate.
         vector = getattr(candidate, "_losses", None)
         values = np.atleast_1d(np.asarray(vector if vector is not None else loss, dtype=float))
+        constrained = _constrained_of(candidate)
+        margins = None
+        if constrained is not None and len(constrained.losses) == len(values):
+            values = np.asarray(constrained.losses, dtype=float)
+            margins = np.asarray(constrained.margins, dtype=float)
         if self._losses and len(self._losses[0]) != len(values):
             values = np.full(len(self._losses[0]), float(loss))
         self._losses.append(np.where(np.isfinite(values), values, 5.0e20))
+        self._margins.append(margins)
+        self._infeasible.append(margins is not None and bool(np.any(margins > 0)))
         self._posterior = None
+        self._margin_model = None
 
     def _internal_tell_not_asked(self, candidate: ng.p.Parameter, loss: float) -> None:
         self._internal_tell_candidate(candidate, loss)

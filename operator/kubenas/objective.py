@@ -69,6 +69,23 @@ def violations(objective: api.Objective, metrics: Mapping[str, float]) -> list[f
     return out
 
 
+def constraint_margins(objective: api.Objective, metrics: Mapping[str, float]) -> list[float]:
+    """Each constraint's signed margin in units of its bound: > 0 violated by that much, <= 0 met
+    with that much room; ``inf`` when its metric is missing. What a feasibility model learns from.
+    """
+    out: list[float] = []
+    for c in objective.constraints:
+        value = _finite(metrics, c.metric)
+        if value is None:
+            out.append(math.inf)
+            continue
+        scale = max(abs(b) for b in (c.min, c.max) if b is not None) or 1.0
+        below = (c.min - value) if c.min is not None else -math.inf
+        above = (value - c.max) if c.max is not None else -math.inf
+        out.append(max(below, above) / scale)
+    return out
+
+
 def curve_metric(spec: api.ExperimentSpec) -> str | None:
     """The metric whose learning curve early stopping judges: earlyStopping.metric, else the first objective metric."""
     if spec.early_stopping.metric:

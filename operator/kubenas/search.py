@@ -13,7 +13,10 @@ What each trial is told (losses are minimised):
 - Succeeded but infeasible (a constraint violated): worse than every result seen so far,
   graded by how far it misses its bounds, so the optimizer moves toward feasibility.
   Nevergrad's own ``constraint_violation`` is not used: it adds nothing to negative losses
-  (maximised metrics) during the first half of the budget.
+  (maximised metrics) during the first half of the budget. Optimizers that model
+  feasibility (``SurrogateLocalSearch``) also get every succeeded trial's unpenalised losses
+  and constraint margins (``algorithms.attach_constrained``): an infeasible result still says
+  how good that region is, and how far each constraint is from its bound.
 - Failed (or Succeeded without its objective metrics): worse still, a fixed step beyond
   the infeasible band: nothing was learnt about quality, only that the region breaks.
 - Early stopped: its partial result (final metrics, else the best curve point of the
@@ -127,6 +130,7 @@ class _Result:
     key: str
     config: Config
     loss: Loss | None  # None: nothing to tell (Stopped)
+    constrained: algorithms.ConstrainedResult | None = None  # a constrained objective's measured result
 
 
 class Suggester:
@@ -288,7 +292,17 @@ class Suggester:
 
     def _result(self, trial: api.Trial, key: str) -> _Result:
         config = self.space.normalise(trial.spec.parameters)
-        return _Result(trial.spec.index, key, config, self._loss(trial))
+        return _Result(trial.spec.index, key, config, self._loss(trial), self._constrained(trial))
+
+    def _constrained(self, trial: api.Trial) -> algorithms.ConstrainedResult | None:
+        """For optimizers that model feasibility: the unpenalised losses and each constraint's margin."""
+        if not self._objective.constraints or trial.phase != api.TrialPhase.SUCCEEDED:
+            return None
+        raw = objective.loss_vector(self._objective, trial.status.metrics)
+        if raw is None:
+            return None
+        margins = objective.constraint_margins(self._objective, trial.status.metrics)
+        return algorithms.ConstrainedResult(tuple(raw), tuple(margins))
 
     def _loss(self, trial: api.Trial) -> Loss | None:
         phase, metrics = trial.phase, trial.status.metrics
@@ -395,6 +409,8 @@ class Suggester:
             except ValueError:
                 return  # out of the space's bounds: the key still keeps it from being proposed
         loss: float | np.ndarray = result.loss[0] if len(result.loss) == 1 else np.asarray(result.loss)
+        if result.constrained is not None:
+            algorithms.attach_constrained(candidate, result.constrained)
         try:
             self.optimizer.tell(candidate, loss)
         except ng_errors.TellNotAskedNotSupportedError:

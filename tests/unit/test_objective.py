@@ -67,6 +67,13 @@ def test_constraints_bound_feasibility_inclusively() -> None:
     assert objective.violations(obj, {"params": 200_100, "lat": 0.5}) == [100, 0.5]
 
 
+def test_constraint_margins_are_signed_and_relative_to_the_bound() -> None:
+    obj = single(constraints=[api.Constraint(metric="params", max=200_000), api.Constraint(metric="lat", min=2)])
+    assert objective.constraint_margins(obj, {"params": 250_000, "lat": 3}) == [0.25, -0.5]
+    assert objective.constraint_margins(obj, {"params": 200_000, "lat": 2}) == [0.0, 0.0]  # on the bound: met
+    assert objective.constraint_margins(obj, {"lat": 1}) == [math.inf, 0.5]
+
+
 def test_best_trial_skips_infeasible_failed_and_valueless_trials() -> None:
     obj = single(constraints=[api.Constraint(metric="params", max=100)])
     trials = [
