@@ -243,3 +243,40 @@ def test_decisions_are_repeatable() -> None:
     t = trial("t", [0.3, 0.4, 0.55], P.RUNNING)
     decisions = {earlystop.judge(median(), t, FINISHED, MAX) for _ in range(3)}
     assert len(decisions) == 1
+
+
+def _spec(objective: dict, early_stopping: dict | None = None) -> api.ExperimentSpec:
+    body = {
+        "objective": objective,
+        "parameters": [{"name": "x", "type": "int", "min": 0, "max": 9}],
+        "trialTemplate": {"spec": {"containers": [{"name": "t", "image": "i"}]}},
+    }
+    if early_stopping is not None:
+        body["earlyStopping"] = early_stopping
+    return api.ExperimentSpec.model_validate(body)
+
+
+SINGLE = {"metric": "accuracy", "goal": "maximize"}
+PARETO = {"metrics": [{"name": "accuracy", "goal": "maximize"}, {"name": "latency", "goal": "minimize"}],
+          "strategy": "pareto"}
+WEIGHTED = {"metrics": [{"name": "accuracy", "goal": "maximize", "weight": 1.0},
+                        {"name": "latency", "goal": "minimize", "weight": 0.1}], "strategy": "weighted"}
+
+
+@pytest.mark.parametrize(
+    ("objective", "early_stopping", "expected"),
+    [
+        pytest.param(SINGLE, None, api.StoppingRule.MEDIAN, id="single-defaults-to-the-measured-median"),
+        pytest.param(SINGLE, {"minEpochs": 2}, api.StoppingRule.MEDIAN, id="settings-without-a-rule"),
+        pytest.param(SINGLE, {"rule": "none"}, api.StoppingRule.NONE, id="opt-out"),
+        pytest.param(SINGLE, {"rule": "asha"}, api.StoppingRule.ASHA, id="explicit-rule-wins"),
+        pytest.param(PARETO, None, api.StoppingRule.NONE, id="pareto-never-by-default"),
+        pytest.param(WEIGHTED, None, api.StoppingRule.NONE, id="weighted-never-by-default"),
+        pytest.param(PARETO, {"rule": "median"}, api.StoppingRule.MEDIAN, id="pareto-when-asked"),
+    ],
+)
+def test_effective_rule(objective: dict, early_stopping: dict | None, expected: api.StoppingRule) -> None:
+    spec = _spec(objective, early_stopping)
+    settings = earlystop.effective(spec)
+    assert settings.rule == expected
+    assert settings.min_epochs == spec.early_stopping.min_epochs and settings.min_trials == 3

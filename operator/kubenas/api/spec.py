@@ -382,7 +382,11 @@ class Budget(Model):
 class EarlyStopping(Model):
     """Stop unpromising trials from their intermediate metrics."""
 
-    rule: StoppingRule = Field(default=StoppingRule.NONE, description="none, median or asha.")
+    rule: StoppingRule | None = Field(
+        default=None,
+        description="none, median or asha; unset: median for a single-metric objective, none for a weighted or "
+        "Pareto objective.",
+    )
     metric: Identifier | None = Field(
         default=None,
         description="Intermediate metric to judge (default: the first objective metric); must be an objective "

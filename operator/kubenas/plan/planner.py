@@ -167,10 +167,10 @@ def _success(
 def _early_stops(
     spec: api.ExperimentSpec, trials: Sequence[api.Trial]
 ) -> tuple[dict[str, StopTrial], tuple[PromoteTrial, ...]]:
-    rule = spec.early_stopping
+    rule = earlystop.effective(spec)
     verdicts = earlystop.judge_all(rule, trials, curve_goal(spec))
     stops = {
-        name: StopTrial(name, api.TrialReason.EARLY_STOPPED, f"{rule.rule.value} rule: {why}")
+        name: StopTrial(name, api.TrialReason.EARLY_STOPPED, f"{rule.rule} rule: {why}")
         for name, why in verdicts.stops.items()
     }
     return stops, tuple(PromoteTrial(name, rung) for name, rung in verdicts.promotions.items())
