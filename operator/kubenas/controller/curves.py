@@ -19,6 +19,8 @@ from kubenas.controller.context import Context
 
 log = logging.getLogger(__name__)
 
+_POLLS_KEPT = 1024  # poll times kept before stale ones are looked for
+
 
 async def poll(
     ctx: Context,
@@ -43,6 +45,7 @@ async def poll(
             continue
         ctx.last_poll[key] = clock
         due.append((i, trial))
+    _forget_stale_polls(ctx, clock)
     if not due:
         return
     values = await asyncio.gather(*(_read(ctx, experiment, t, pods.get(t.name, [])) for _, t in due))
@@ -54,6 +57,14 @@ async def poll(
         if status != trial.status:
             await apply.write_status(ctx.kube, kube.TRIALS, raw_by_name[trial.name], status.to_wire())
             trials[i] = trial.model_copy(update={"status": status})
+
+
+def _forget_stale_polls(ctx: Context, clock: float) -> None:
+    """Drop poll times of trials no reconcile has seen for a while (deleted with their experiment)."""
+    if len(ctx.last_poll) > _POLLS_KEPT:
+        horizon = clock - 10 * max(ctx.settings.metrics_poll_seconds, ctx.settings.resync_seconds)
+        for key in [k for k, t in ctx.last_poll.items() if t < horizon]:
+            del ctx.last_poll[key]
 
 
 async def _read(

@@ -126,6 +126,15 @@ def _series(spec: api.ExperimentSpec) -> list[tuple[str, api.Goal]]:
     return [(metric.name, metric.goal)]
 
 
+def _best(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> api.Trial | None:
+    """The trial the run exports: the best feasible one (Pareto: the first front member)."""
+    best = objective.best_trial(spec.objective, trials)
+    if best is None and spec.objective.is_pareto:
+        front = objective.pareto_front(spec.objective, trials)
+        best = front[0] if front else None
+    return best
+
+
 def _series_value(spec: api.ExperimentSpec, trial: api.Trial, name: str) -> float | None:
     if trial.phase != api.TrialPhase.SUCCEEDED:
         return None
@@ -276,7 +285,7 @@ def draw_parameters(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Fi
     rows = math.ceil(len(parameters) / columns)
     figure = Figure(figsize=(4.2 * columns, 3.2 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    best_trial, _ = (max if _is_max(goal) else min)(points, key=lambda p: p[1])
+    best = _best(spec, trials)
     jitter = random.Random(0)
     for ax, parameter in zip(axes, parameters, strict=False):
         position = _parameter_axis(ax, parameter)
@@ -298,7 +307,7 @@ def draw_parameters(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Fi
         colours = ["tab:blue" if _feasible(spec, t) else "lightgray" for t in done]
         ax.scatter(xs, ys, c=colours, s=20, alpha=0.9, zorder=3)
         for x, y, trial in zip(xs, ys, done, strict=True):
-            if trial.name == best_trial.name:
+            if best is not None and trial.name == best.name:
                 ax.scatter([x], [y], marker="*", s=180, color="tab:red", zorder=4)
         ax.set_ylim(low, high)
         ax.set_xlabel(parameter.name)
@@ -308,7 +317,7 @@ def draw_parameters(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Fi
             ax.text(0.5, 0.5, "never active", transform=ax.transAxes, ha="center", color="gray")
     for ax in axes[len(parameters) :]:
         ax.set_visible(False)
-    title = f"{name} against each parameter: ★ best ({best_trial.name}), ● succeeded"
+    title = f"{name} against each parameter: " + (f"★ best ({best.name}), " if best else "") + "● succeeded"
     if stopped:
         title += ", ○ early-stopped (last value; at the bottom edge when far below)"
     figure.suptitle(title)
