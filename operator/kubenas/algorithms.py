@@ -320,13 +320,17 @@ class _SurrogateLocalSearch(base.Optimizer):
             ],
             axis=1,
         )
-        # Demand room in proportion to the model's own error: none once the margins are predictable.
+        # Room in proportion to the model's own error: none once the margins are predictable.
         penalty, offset = self._violation_penalty, self._margin_safety * error
 
         def score(genomes: np.ndarray) -> np.ndarray:
             features = self._features(genomes)
-            violation = np.maximum(features @ margin_weights + offset, 0.0)
-            return features @ weights - penalty * ((violation > 0).any(axis=1) + violation.sum(axis=1))
+            predicted = features @ margin_weights
+            # A step where the model expects a violation; a slope inside the room it is unsure of,
+            # so a configuration predicted right on the bound (often the best feasible one) stays
+            # reachable when its quality is worth it.
+            violated = (predicted > 0).any(axis=1)
+            return features @ weights - penalty * (violated + np.maximum(predicted + offset, 0.0).sum(axis=1))
 
         return score
 
