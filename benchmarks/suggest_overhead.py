@@ -11,9 +11,13 @@ mixed space, single objective, the default algorithm unless ``--algorithm``):
   advanced round-robin 4 trials at a time (the operator's pattern), process RSS at the end;
   then a "restart": a fresh cache, and the time until every experiment has suggested again.
 
+``--constrained`` adds a cost constraint to the objective (the default algorithm then also
+fits its feasibility model on every ask).
+
 Usage:
-    python benchmarks/suggest_overhead.py            # full run (minutes), prints the README table
-    python benchmarks/suggest_overhead.py --quick    # smoke run (seconds)
+    python benchmarks/suggest_overhead.py                 # full run (minutes), prints the README table
+    python benchmarks/suggest_overhead.py --quick         # smoke run (seconds)
+    python benchmarks/suggest_overhead.py --constrained   # the same with `cost <= 0.5` in the objective
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ PARAMETERS = [
     {"name": "skip", "type": "categorical", "values": [True, False]},
 ]
 GOALS = {"p50_ms_at_1000": 10.0, "fleet_rss_mib": 300.0, "restart_s": 10.0}
+CONSTRAINT = {"metric": "cost", "max": 0.5}
+_constrained = False  # set by --constrained (passed on to the scenario subprocesses)
 
 
 def default_algorithm() -> str:
@@ -53,7 +59,11 @@ def default_algorithm() -> str:
 def make_spec(algorithm: str, seed: int, max_trials: int, parallel: int) -> api.ExperimentSpec:
     return api.ExperimentSpec.model_validate(
         {
-            "objective": {"metric": "accuracy", "goal": "maximize"},
+            "objective": {
+                "metric": "accuracy",
+                "goal": "maximize",
+                "constraints": [CONSTRAINT] if _constrained else [],
+            },
             "parameters": PARAMETERS,
             "algorithm": {"name": algorithm, "seed": seed},
             "budget": {"maxTrials": max_trials, "parallelTrials": parallel},
@@ -76,11 +86,18 @@ def accuracy(config: dict[str, Any], rng: np.random.Generator) -> float:
     return value + float(rng.normal(0, 0.005))
 
 
+def cost(config: dict[str, Any]) -> float:
+    """A toy cost in [0, 1] that grows with depth and width (what a latency constraint bounds)."""
+    return int(config["depth"]) * int(config["width"]) / (8 * 128)
+
+
 def finished_trial(index: int, config: dict[str, Any], rng: np.random.Generator, experiment: str = "exp") -> api.Trial:
     return api.Trial(
         metadata=api.ObjectMeta(name=api.trial_name(experiment, index), uid=f"{experiment}-uid-{index}"),
         spec=api.TrialSpec(experiment=experiment, index=index, parameters=config),
-        status=api.TrialStatus(phase=api.TrialPhase.SUCCEEDED, metrics={"accuracy": accuracy(config, rng)}),
+        status=api.TrialStatus(
+            phase=api.TrialPhase.SUCCEEDED, metrics={"accuracy": accuracy(config, rng), "cost": cost(config)}
+        ),
     )
 
 
@@ -245,6 +262,8 @@ def in_subprocess(name: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, "--scenario", name, "--algorithm", args.algorithm]
     if args.quick:
         command.append("--quick")
+    if args.constrained:
+        command.append("--constrained")
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -254,7 +273,8 @@ def report(scaling: dict[str, Any], fleet: dict[str, Any], args: argparse.Namesp
     lines = [
         f"Algorithm `{scaling['algorithm']}`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"load average {load:.1f} at the end{' (quick run)' if args.quick else ''}.",
+        f"load average {load:.1f} at the end{' (quick run)' if args.quick else ''}"
+        f"{', objective constrained (cost <= 0.5)' if args.constrained else ''}.",
         "",
         f"Process RSS after imports (nevergrad pulls scipy, sklearn, pandas): {scaling['base_rss_mib']:.0f} MiB.",
         "",
@@ -295,7 +315,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--in-process", action="store_true", help="run scenarios here, not in fresh processes")
     parser.add_argument("--scenario", choices=("scaling", "fleet"), help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--constrained", action="store_true", help="objective with a cost constraint")
     args = parser.parse_args(argv)
+    global _constrained
+    _constrained = args.constrained
     if args.scenario:
         result = run_scenario(args.scenario, args)
         print(json.dumps(result))
