@@ -57,32 +57,25 @@ def scalar_value(objective: api.Objective, metrics: Mapping[str, float]) -> floa
 
 def violations(objective: api.Objective, metrics: Mapping[str, float]) -> list[float]:
     """How far each constraint is violated (0 when met; ``inf`` when its metric is missing)."""
-    out: list[float] = []
-    for c in objective.constraints:
-        value = _finite(metrics, c.metric)
-        if value is None:
-            out.append(math.inf)
-            continue
-        below = (c.min - value) if c.min is not None else 0.0
-        above = (value - c.max) if c.max is not None else 0.0
-        out.append(max(0.0, below, above))
-    return out
+    return [max(0.0, m) for m in _signed_margins(objective, metrics)]
 
 
 def constraint_margins(objective: api.Objective, metrics: Mapping[str, float]) -> list[float]:
     """Each constraint's signed margin in units of its bound: > 0 violated by that much, <= 0 met
     with that much room; ``inf`` when its metric is missing. What a feasibility model learns from.
     """
+    scales = [max(abs(b) for b in (c.min, c.max) if b is not None) or 1.0 for c in objective.constraints]
+    return [m / scale for m, scale in zip(_signed_margins(objective, metrics), scales, strict=True)]
+
+
+def _signed_margins(objective: api.Objective, metrics: Mapping[str, float]) -> list[float]:
+    """Per constraint, how far the metric is beyond its nearer bound (negative inside; ``inf`` if missing)."""
     out: list[float] = []
     for c in objective.constraints:
         value = _finite(metrics, c.metric)
-        if value is None:
-            out.append(math.inf)
-            continue
-        scale = max(abs(b) for b in (c.min, c.max) if b is not None) or 1.0
-        below = (c.min - value) if c.min is not None else -math.inf
-        above = (value - c.max) if c.max is not None else -math.inf
-        out.append(max(below, above) / scale)
+        below = (c.min - value) if c.min is not None and value is not None else -math.inf
+        above = (value - c.max) if c.max is not None and value is not None else -math.inf
+        out.append(math.inf if value is None else max(below, above))
     return out
 
 
