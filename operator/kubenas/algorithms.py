@@ -145,7 +145,8 @@ class _SurrogateLocalSearch(base.Optimizer):
         self._genomes: list[np.ndarray] = []
         self._losses: list[np.ndarray] = []  # what the quality model learns (unpenalised when known)
         self._infeasible: list[bool] = []  # per point: a constraint is known to be violated
-        self._margins: list[np.ndarray | None] = []  # per point: constraint margins, when told
+        self._margin_points: list[int] = []  # the points told with finite constraint margins
+        self._margin_values: list[np.ndarray] = []  # and those margins
         self._margin_model: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._told: set[tuple[float, ...]] = set()
         self._pending: set[tuple[float, ...]] = set()
@@ -289,12 +290,17 @@ class _SurrogateLocalSearch(base.Optimizer):
         Cached until the next tell.
         """
         if self._margin_model is None:
-            rows = [i for i, m in enumerate(self._margins) if m is not None and np.all(np.isfinite(m))]
-            if len(rows) < 3:
+            if len(self._margin_points) < 3:
                 return None
-            if len(rows) > self._max_points:
-                rows = [rows[i] for i in np.linspace(0, len(rows) - 1, self._max_points).astype(int)]
-            margins = np.array([self._margins[i] for i in rows])
+            rows, margins = np.array(self._margin_points), np.array(self._margin_values)
+            cap = self._max_points // 2
+            if len(rows) > cap:
+                # The half nearest the boundary (where the model must be right) and a spread of the rest.
+                nearest = np.argsort(np.abs(margins.max(axis=1)), kind="stable")
+                rest = np.sort(nearest[cap // 2 :])
+                spread = rest[np.linspace(0, len(rest) - 1, cap - cap // 2).astype(int)]
+                keep = np.sort(np.concatenate([nearest[: cap // 2], spread]))
+                rows, margins = rows[keep], margins[keep]
             # Unit: the median distance from the boundary; not centred (zero is the boundary) and not
             # squashed: costs such as parameter counts are additive, and stay exactly learnable.
             y = margins / (np.median(np.abs(margins), axis=0) + 1e-12)
@@ -302,7 +308,7 @@ class _SurrogateLocalSearch(base.Optimizer):
             kernel_inv = np.linalg.inv((x * self._prior) @ x.T + self._margin_noise * np.eye(len(rows)))
             # Leave-one-out residuals of a Gaussian-process regression: (K^-1 y)_i / (K^-1)_ii.
             loo = (kernel_inv @ y) / np.diag(kernel_inv)[:, None]
-            self._margin_model = (np.array(rows), y, kernel_inv, np.sqrt(np.mean(loo**2, axis=0)))
+            self._margin_model = (rows, y, kernel_inv, np.sqrt(np.mean(loo**2, axis=0)))
         return self._margin_model
 
     def _scorer(self, target: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -449,7 +455,9 @@ class _SurrogateLocalSearch(base.Optimizer):
         if self._losses and len(self._losses[0]) != len(values):
             values = np.full(len(self._losses[0]), float(loss))
         self._losses.append(np.where(np.isfinite(values), values, 5.0e20))
-        self._margins.append(margins)
+        if margins is not None and np.all(np.isfinite(margins)):
+            self._margin_points.append(len(self._genomes) - 1)
+            self._margin_values.append(margins)
         self._infeasible.append(margins is not None and bool(np.any(margins > 0)))
         self._posterior = None
         self._margin_model = None
