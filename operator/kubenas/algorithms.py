@@ -17,7 +17,8 @@ Constraints: when a told candidate carries a ``ConstrainedResult`` (the Suggeste
 to every succeeded trial of a constrained objective), the quality model learns the
 unpenalised losses, infeasible results included, and a second Bayesian model per constraint
 learns its signed margin. Each ask then scores a configuration by its Thompson-sampled
-quality minus a penalty for its Thompson-sampled violation, and climbs from the best
+quality minus a penalty: a step where the margin model predicts a violation, and a slope
+within a safety room as wide as that model's leave-one-out error. It climbs from the best
 *feasible* configurations: the search keeps what it learnt about quality beyond the boundary
 and proposes configurations it expects to be feasible.
 """
@@ -303,7 +304,9 @@ class _SurrogateLocalSearch(base.Optimizer):
                 rows, margins = rows[keep], margins[keep]
             # Unit: the median distance from the boundary; not centred (zero is the boundary) and not
             # squashed: costs such as parameter counts are additive, and stay exactly learnable.
-            y = margins / (np.median(np.abs(margins), axis=0) + 1e-12)
+            scale = np.median(np.abs(margins), axis=0)
+            scale = np.where(scale > 0, scale, np.abs(margins).mean(axis=0))  # most points on the bound
+            y = margins / np.where(scale > 0, scale, 1.0)
             x = self._features(np.array(self._genomes)[rows])
             kernel_inv = np.linalg.inv((x * self._prior) @ x.T + self._margin_noise * np.eye(len(rows)))
             # Leave-one-out residuals of a Gaussian-process regression: (K^-1 y)_i / (K^-1)_ii.
@@ -312,7 +315,7 @@ class _SurrogateLocalSearch(base.Optimizer):
         return self._margin_model
 
     def _scorer(self, target: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        """This ask's acquisition: sampled quality, minus a penalty where a sampled margin is violated."""
+        """This ask's acquisition: sampled quality, minus a penalty where a margin may be violated."""
         weights = self._thompson_weights(target)
         fitted = self._fit_margins()
         if fitted is None:

@@ -262,3 +262,24 @@ def test_constraint_information_reaches_only_models_that_use_it() -> None:
     s = search.Suggester(api.ExperimentSpec.model_validate(data))
     trials = _run_two_metrics(s, 10)
     assert len(set(keys(s, trials))) == 10
+
+
+def test_constrained_search_survives_every_result_on_the_bound() -> None:
+    """Margins that are all zero (a cost exactly at its limit) must not break the margin model."""
+    constrained = {"metric": "acc", "goal": "maximize", "constraints": [{"metric": "cost", "max": 1.0}]}
+    s = search.Suggester(_objective_spec(constrained))
+    trials: list[api.Trial] = []
+    for _ in range(12):
+        (config,) = s.ask(1)
+        trials.append(
+            api.Trial.model_validate(
+                {
+                    "metadata": {"name": f"e-{len(trials)}"},
+                    "spec": {"experiment": "e", "index": len(trials), "parameters": config},
+                    "status": {"phase": "Succeeded", "metrics": {"acc": score(config), "cost": 1.0}},
+                }
+            )
+        )
+        s.sync(trials)
+    assert len(set(keys(s, trials))) == 12
+    assert not any(s.optimizer._infeasible)  # on the bound is feasible
