@@ -61,6 +61,8 @@ bench: venv
 	$(PY) benchmarks/suggest_overhead.py
 	$(PY) benchmarks/trainer_throughput.py
 	$(PY) benchmarks/search_efficiency.py
+	$(PY) benchmarks/incumbent_noise.py
+	$(PY) benchmarks/early_stopping.py
 	$(PY) benchmarks/operator_throughput.py
 
 clean:
