@@ -81,13 +81,26 @@ def effective(spec: api.ExperimentSpec) -> api.EarlyStopping:
     An unset rule is the median rule for a single-metric objective: replayed on real trainer
     curves it saved 64% of trial-epochs at no regret (benchmarks/README.md, "Early stopping
     replay"). For a weighted or Pareto objective it is none: judging one metric's curve would
-    stop exactly the trials that trade that metric for another.
+    stop exactly the trials that trade that metric for another. An unset ``minEpochs`` is 1 for
+    the median rule and 2 for ASHA.
     """
     settings = spec.early_stopping
-    if settings.rule is not None:
-        return settings
-    rule = api.StoppingRule.NONE if spec.objective.is_multi else api.StoppingRule.MEDIAN
-    return settings.model_copy(update={"rule": rule})
+    rule = settings.rule
+    if rule is None:
+        rule = api.StoppingRule.NONE if spec.objective.is_multi else api.StoppingRule.MEDIAN
+    return settings.model_copy(update={"rule": rule, "min_epochs": _min_epochs(settings, rule)})
+
+
+# Picked from the replay of real trainer curves (benchmarks/README.md, "Early stopping replay"):
+# the median rule at minEpochs 1, and ASHA at minEpochs 2 with reductionFactor 2, the only ASHA
+# settings within 0.3 pp of regret.
+_MIN_EPOCHS = {api.StoppingRule.MEDIAN: 1, api.StoppingRule.ASHA: 2}
+
+
+def _min_epochs(settings: api.EarlyStopping, rule: api.StoppingRule | None) -> int:
+    if settings.min_epochs is not None:
+        return settings.min_epochs
+    return _MIN_EPOCHS.get(rule, 1) if rule is not None else 1
 
 
 def judge(rule: api.EarlyStopping, trial: api.Trial, others: Sequence[api.Trial], goal: api.Goal) -> str | None:
@@ -117,14 +130,15 @@ def judge_all(
     prepared = {name: _Prepared.of(t.status.curve) for name, t in unique.items()}
     judged = names if names is not None else [n for n, t in unique.items() if t.phase == api.TrialPhase.RUNNING]
     verdicts = Verdicts()
+    min_epochs = _min_epochs(rule, rule.rule)
     for name in judged:
         if rule.rule == api.StoppingRule.MEDIAN:
             reference = [c for n, c in prepared.items() if n != name and unique[n].phase == api.TrialPhase.SUCCEEDED]
-            why = _percentile(prepared[name], reference, goal, 50.0, rule.min_epochs, rule.min_trials)
+            why = _percentile(prepared[name], reference, goal, 50.0, min_epochs, rule.min_trials)
         else:
             others = [c for n, c in prepared.items() if n != name]
             rung, why = _asha(
-                prepared[name], others, goal, rule.min_epochs, rule.reduction_factor, unique[name].status.rung
+                prepared[name], others, goal, min_epochs, rule.reduction_factor, unique[name].status.rung
             )
             if rung is not None and why is None:
                 verdicts.promotions[name] = rung

@@ -279,4 +279,15 @@ def test_effective_rule(objective: dict, early_stopping: dict | None, expected: 
     spec = _spec(objective, early_stopping)
     settings = earlystop.effective(spec)
     assert settings.rule == expected
-    assert settings.min_epochs == spec.early_stopping.min_epochs and settings.min_trials == 3
+    assert settings.min_trials == 3 and settings.reduction_factor == 2
+    given = (early_stopping or {}).get("minEpochs")
+    assert settings.min_epochs == (given or (2 if expected == api.StoppingRule.ASHA else 1))
+
+
+def test_asha_defaults_are_the_replay_choice() -> None:
+    """minEpochs 2 and reductionFactor 2 unless set: rungs at steps 2, 4, 8."""
+    rule = earlystop.effective(_spec(SINGLE, {"rule": "asha"}))
+    at_step_1 = [trial(n, [0.9]) for n in "abc"]
+    assert not earlystop.should_stop(rule, trial("t", [0.1], P.RUNNING), at_step_1, MAX)
+    at_step_2 = [trial(n, [0.9, 0.9]) for n in "abc"]
+    assert earlystop.should_stop(rule, trial("t", [0.1, 0.1], P.RUNNING), at_step_2, MAX)

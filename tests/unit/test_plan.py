@@ -42,7 +42,7 @@ def experiment(
                     "maxFailedTrials": max_failed,
                     "maxDuration": max_duration,
                 },
-                "earlyStopping": {"rule": stopping, "minTrials": 2},
+                "earlyStopping": {"rule": stopping, "minTrials": 2, "minEpochs": 1},
                 "trialTemplate": {"spec": {"containers": [{"name": "t", "image": "trial"}]}},
                 "suspend": suspend,
             },
@@ -212,7 +212,7 @@ CASES = [
      [running(0, curve=[0.2]), running(1, curve=[0.1])], None,
      ["stop exp-1 EarlyStopped", "promote exp-0 1"], E.RUNNING, None),
     ("asha-does-not-reopen-a-promotion", experiment(stopping="asha", max_trials=2),
-     [trial(0, P.SUCCEEDED, 0.9, curve=[0.9]), promoted(running(1, curve=[0.2, 0.3]), rung=1)], None,
+     [trial(0, P.SUCCEEDED, 0.9, curve=[0.9]), promoted(running(1, curve=[0.2]), rung=1)], None,
      ["tell exp-0"], E.RUNNING, None),
 ]
 

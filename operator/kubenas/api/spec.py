@@ -397,8 +397,10 @@ class EarlyStopping(Model):
         description="Direction of the judged metric (default: its goal in the objective); required for a metric "
         "from additionalMetrics, e.g. minimize for val_loss.",
     )
-    min_epochs: int = Field(default=1, ge=1, description="Never stop a trial before this step.")
-    reduction_factor: int = Field(default=3, ge=2, description="ASHA: keep 1/reductionFactor per rung.")
+    min_epochs: int | None = Field(
+        default=None, ge=1, description="Never stop a trial before this step (default: 1 for median, 2 for asha)."
+    )
+    reduction_factor: int = Field(default=2, ge=2, description="ASHA: keep 1/reductionFactor per rung.")
     min_trials: int = Field(
         default=3, ge=1, description="Median rule: trials that must have reached a step before judging."
     )
