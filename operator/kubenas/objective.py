@@ -60,6 +60,24 @@ def violations(objective: api.Objective, metrics: Mapping[str, float]) -> list[f
     return [max(0.0, m) for m in _signed_margins(objective, metrics)]
 
 
+def stop_early_metrics(objective: api.Objective) -> frozenset[str]:
+    """The metrics whose constraints stop a running trial as soon as a reported value breaks them."""
+    return frozenset(c.metric for c in objective.constraints if c.stop_early)
+
+
+def reported_violation(objective: api.Objective, reported: Mapping[str, float]) -> str | None:
+    """Why a running trial is already infeasible: the first ``stopEarly`` constraint a reported value breaks."""
+    for c in objective.constraints:
+        value = _finite(reported, c.metric) if c.stop_early else None
+        if value is None:
+            continue
+        if c.min is not None and value < c.min:
+            return f"{c.metric} = {value:.6g} reported while running, below the constraint's min {c.min:g}"
+        if c.max is not None and value > c.max:
+            return f"{c.metric} = {value:.6g} reported while running, above the constraint's max {c.max:g}"
+    return None
+
+
 def constraint_margins(objective: api.Objective, metrics: Mapping[str, float]) -> list[float]:
     """Each constraint's signed margin in units of its bound: > 0 violated by that much, <= 0 met
     with that much room; ``inf`` when its metric is missing. What a feasibility model learns from.

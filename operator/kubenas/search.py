@@ -21,7 +21,8 @@ What each trial is told (losses are minimised):
   the infeasible band: nothing was learnt about quality, only that the region breaks.
 - Early stopped: its partial result (final metrics, else the best curve point of the
   objective metric), but never better than the median result: it was stopped for being
-  behind, and partial training flatters nobody.
+  behind, and partial training flatters nobody. Stopped for a reported value that breaks a
+  ``stopEarly`` constraint: infeasible, as a succeeded trial outside its bounds.
 - Stopped (the experiment ended, the trial was interrupted or deleted): nothing; it says
   nothing about the configuration. It still counts as used and is never proposed again.
 
@@ -292,16 +293,29 @@ class Suggester:
 
     def _result(self, trial: api.Trial, key: str) -> _Result:
         config = self.space.normalise(trial.spec.parameters)
-        return _Result(trial.spec.index, key, config, self._loss(trial), self._constrained(trial))
+        loss = self._loss(trial)
+        return _Result(trial.spec.index, key, config, loss, self._constrained(trial, loss))
 
-    def _constrained(self, trial: api.Trial) -> algorithms.ConstrainedResult | None:
-        """For optimizers that model feasibility: the unpenalised losses and each constraint's margin."""
-        if not self._objective.constraints or trial.phase != api.TrialPhase.SUCCEEDED:
+    def _constrained(self, trial: api.Trial, loss: Loss | None) -> algorithms.ConstrainedResult | None:
+        """For optimizers that model feasibility: the unpenalised losses and each constraint's margin.
+
+        A trial stopped for a reported value that breaks a ``stopEarly`` constraint has no quality
+        to learn (its losses are the penalty told) but its margins are known.
+        """
+        if not self._objective.constraints:
             return None
-        raw = objective.loss_vector(self._objective, trial.status.metrics)
+        status = trial.status
+        if trial.phase == api.TrialPhase.EARLY_STOPPED and loss is not None:
+            if objective.reported_violation(self._objective, status.reported):
+                margins = objective.constraint_margins(self._objective, status.reported)
+                return algorithms.ConstrainedResult(loss, tuple(margins))
+            return None
+        if trial.phase != api.TrialPhase.SUCCEEDED:
+            return None
+        raw = objective.loss_vector(self._objective, status.metrics)
         if raw is None:
             return None
-        margins = objective.constraint_margins(self._objective, trial.status.metrics)
+        margins = objective.constraint_margins(self._objective, status.metrics)
         return algorithms.ConstrainedResult(tuple(raw), tuple(margins))
 
     def _loss(self, trial: api.Trial) -> Loss | None:
@@ -316,6 +330,11 @@ class Suggester:
                 self._good.append(own)
                 return own
             return self._infeasible(own, objective.violations(self._objective, metrics))
+        reported = trial.status.reported
+        if phase == api.TrialPhase.EARLY_STOPPED and objective.reported_violation(self._objective, reported):
+            # Stopped for breaking a stopEarly constraint: infeasible, whatever it would have scored.
+            broken = objective.violations(self._objective, reported)
+            return self._infeasible(self._ceiling()[0], [v if math.isfinite(v) else 0.0 for v in broken])
         if phase == api.TrialPhase.EARLY_STOPPED:
             partial = tuple(raw) if raw is not None else self._curve_loss(trial)
             median = self._median()

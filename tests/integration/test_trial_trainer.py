@@ -152,3 +152,28 @@ def test_torch_compile_flag(tmp_path: Path) -> None:
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((tmp_path / "log").read_text())["accuracy"] >= 0.8
+
+
+class _RecordingReporter(TrialReporter):
+    def __init__(self, log: Path) -> None:
+        super().__init__(port=0, termination_log=log)
+        self.reports: list[tuple[float, dict[str, float]]] = []
+
+    def report(self, step: int | float, metrics: Any = None, /, **named: Any) -> None:
+        self.reports.append((step, {**(metrics or {}), **named}))
+        super().report(step, metrics, **named)
+
+
+@pytest.mark.parametrize("prune", ["none", "unstructured"])
+def test_static_costs_are_reported_before_training_only_when_final(tmp_path: Path, prune: str) -> None:
+    """params and flops at step 0 (what a stopEarly constraint judges) unless pruning will change them."""
+    reporter = _RecordingReporter(tmp_path / "log")
+    params = {"dataset": "iris", "epochs": 2, "num_threads": 1, "prune": prune}
+    with open(os.devnull, "w") as quiet:
+        final = run(params, reporter, log=quiet)
+    first_step, first = reporter.reports[0]
+    if prune == "none":
+        assert first_step == 0
+        assert first == {"params": final["params"], "flops": final["flops"]}
+    else:
+        assert first_step == 1 and "params" not in first  # the dense model's size would mislead

@@ -283,3 +283,26 @@ def test_constrained_search_survives_every_result_on_the_bound() -> None:
         s.sync(trials)
     assert len(set(keys(s, trials))) == 12
     assert not any(s.optimizer._infeasible)  # on the bound is feasible
+
+
+def test_trial_stopped_for_a_reported_constraint_value_is_learnt_as_infeasible() -> None:
+    constrained = {
+        "metric": "acc",
+        "goal": "maximize",
+        "constraints": [{"metric": "cost", "max": 3.0, "stopEarly": True}],
+    }
+    s = search.Suggester(_objective_spec(constrained))
+    trials = _run_two_metrics(s, 8)
+    (config,) = s.ask(1)
+    stopped = api.Trial.model_validate(
+        {
+            "metadata": {"name": "e-8"},
+            "spec": {"experiment": "e", "index": 8, "parameters": config},
+            "status": {"phase": "EarlyStopped", "reason": "EarlyStopped", "reported": {"cost": 9.0}},
+        }
+    )
+    s.sync([*trials, stopped])
+    model = s.optimizer
+    assert model._infeasible[-1]
+    assert model._losses[-1][0] > max(loss[0] for loss in model._losses[:-1])  # worse than anything finished
+    assert model._margin_points[-1] == len(model._losses) - 1  # its margin teaches the feasibility model

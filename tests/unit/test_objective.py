@@ -74,6 +74,23 @@ def test_constraint_margins_are_signed_and_relative_to_the_bound() -> None:
     assert objective.constraint_margins(obj, {"lat": 1}) == [math.inf, 0.5]
 
 
+def test_reported_violation_only_for_stop_early_constraints() -> None:
+    obj = single(
+        constraints=[
+            api.Constraint(metric="params", max=200_000, stop_early=True),
+            api.Constraint(metric="flops", min=10, stop_early=True),
+            api.Constraint(metric="latency", max=5),  # measured at the end: never judged while running
+        ]
+    )
+    assert objective.stop_early_metrics(obj) == {"params", "flops"}
+    assert objective.reported_violation(obj, {"params": 200_000, "flops": 10, "latency": 99}) is None
+    assert objective.reported_violation(obj, {"params": 250_000}) == (
+        "params = 250000 reported while running, above the constraint's max 200000"
+    )
+    assert "below the constraint's min 10" in (objective.reported_violation(obj, {"flops": 3}) or "")
+    assert objective.reported_violation(obj, {}) is None
+
+
 def test_best_trial_skips_infeasible_failed_and_valueless_trials() -> None:
     obj = single(constraints=[api.Constraint(metric="params", max=100)])
     trials = [

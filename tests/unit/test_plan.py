@@ -217,6 +217,26 @@ CASES = [
 ]
 
 
+def test_a_trial_reporting_a_value_that_breaks_a_stop_early_constraint_is_stopped() -> None:
+    objective = {
+        "metric": "accuracy",
+        "goal": "maximize",
+        "constraints": [{"metric": "params", "max": 1000, "stopEarly": True}, {"metric": "latency", "max": 1}],
+    }
+    exp = experiment(max_trials=9, parallel=3, objective=objective)
+
+    def reporting(index: int, **reported: float) -> api.Trial:
+        t = running(index)
+        return t.model_copy(update={"status": t.status.model_copy(update={"reported": reported})})
+
+    trials = [reporting(0, params=5000), reporting(1, params=900), reporting(2, latency=7)]
+    result = plan.plan(exp, trials, NOW, search.Suggester(exp.spec))
+    stops = result.of_type(plan.StopTrial)
+    assert [(s.name, s.reason) for s in stops] == [("exp-0", api.TrialReason.EARLY_STOPPED)]
+    assert stops[0].message == "infeasible: params = 5000 reported while running, above the constraint's max 1000"
+    assert len(result.of_type(plan.CreateTrial)) == 1  # its slot is refilled at once
+
+
 @pytest.mark.parametrize(
     ("exp", "trials", "space", "actions", "phase", "reason"),
     [pytest.param(*case[1:], id=case[0]) for case in CASES],

@@ -19,6 +19,15 @@ from kubenas_trial.sdk import TrialReporter
 from kubenas_trial.train import Trainer, evaluate
 
 
+def static_costs(model: torch.nn.Module, example: torch.Tensor) -> dict[str, float]:
+    """The cost metrics training cannot change, with the names the final result uses.
+
+    Not the nonzero counts: zero-initialised biases become nonzero as the model trains.
+    """
+    params, _ = cost.parameter_counts(model)
+    return {"params": params, "flops": cost.flops(model, example)}
+
+
 def _log(stream: TextIO, message: str) -> None:
     print(f"kubenas-trial: {message}", file=stream, flush=True)
 
@@ -68,6 +77,10 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
     _log(log, f"data {_fmt(dataset.summary())}")
     _log(log, f"model {kind} params={models.count_parameters(model)}" + (" (distilling)" if teacher else ""))
 
+    if config["prune"] == "none":
+        # Known before training and final (nothing prunes the model): an experiment whose constraint on
+        # them has stopEarly ends an infeasible trial now instead of after training it.
+        reporter.report(0, static_costs(model, dataset.x_val[:1].cpu()))  # the model is still on the CPU
     trainer = Trainer(model, dataset, config, device, teacher=teacher)
     history: list[dict[str, Any]] = []
 

@@ -13,6 +13,7 @@ from kubenas.api.base import (
     MAX_CONDITIONS,
     MAX_CURVE_POINTS,
     MAX_EXPERIMENT_NAME_LENGTH,
+    MAX_METRICS,
     MAX_NAME_LENGTH,
     MAX_PARAMETERS,
     MAX_PARETO_FRONT,
@@ -282,6 +283,11 @@ class TrialStatus(Model):
         description="Intermediate values of the early-stopping metric by step.",
     )
     step: int | None = Field(default=None, description="Last step reported.")
+    reported: dict[str, float] = Field(
+        default_factory=dict,
+        max_length=MAX_METRICS,
+        description="Latest values, reported while running, of the metrics whose constraints stop early.",
+    )
     rung: int | None = Field(
         default=None,
         ge=1,

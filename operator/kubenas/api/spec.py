@@ -60,6 +60,11 @@ class Constraint(Model):
     metric: Identifier = Field(description="Metric name, as reported by the trial.")
     min: float | None = Field(default=None, description="Smallest feasible value (inclusive).")
     max: float | None = Field(default=None, description="Largest feasible value (inclusive).")
+    stop_early: bool = Field(
+        default=False,
+        description="Stop a running trial as soon as it reports a value outside the bounds: for metrics that do "
+        "not change during training, such as params or flops. The trial ends EarlyStopped and counts as infeasible.",
+    )
 
     @model_validator(mode="after")
     def _check_bounds(self) -> Constraint:

@@ -1,5 +1,8 @@
 """Intermediate metrics: each running trial's latest value appended to its bounded learning curve.
 
+Values of metrics under a ``stopEarly`` constraint are kept too (``status.reported``), so the
+planner can stop a trial as soon as it reports, say, too many parameters.
+
 The values come from Prometheus (``metrics.source: prometheus``) or straight from the pod
 (``direct``); a trial that cannot be read is simply read again on a later reconcile.
 """
@@ -50,10 +53,16 @@ async def poll(
         return
     values = await asyncio.gather(*(_read(ctx, experiment, t, pods.get(t.name, [])) for _, t in due))
     raw_by_name = {t["metadata"]["name"]: t for t in raw_trials}
+    watched = objective.stop_early_metrics(experiment.spec.objective)
     for (i, trial), got in zip(due, values, strict=True):
-        if got is None or got.step is None or name not in got.metrics:
+        if got is None or got.step is None:
             continue
-        status = _with_point(trial.status, got.step, got.metrics[name])
+        status = trial.status
+        if name in got.metrics:
+            status = _with_point(status, got.step, got.metrics[name])
+        reported = {k: v for k, v in got.metrics.items() if k in watched}
+        if reported and any(status.reported.get(k) != v for k, v in reported.items()):
+            status = status.model_copy(update={"reported": {**status.reported, **reported}})
         if status != trial.status:
             await apply.write_status(ctx.kube, kube.TRIALS, raw_by_name[trial.name], status.to_wire())
             trials[i] = trial.model_copy(update={"status": status})

@@ -70,6 +70,7 @@ class LocalRunner:
         self.experiment = experiment.model_copy(update={"metadata": meta})
         self.name = meta.name
         self.metric = objective.curve_metric(self.spec) or "objective"
+        self.stop_early = objective.stop_early_metrics(self.spec.objective)
         self.trials: dict[str, api.Trial] = {}
         self.processes: dict[str, TrialProcess] = {}
         self.scrapers: dict[str, TrialScraper] = {}
@@ -210,7 +211,8 @@ class LocalRunner:
                 # Thin out the older half: rules read the value at or before a step, so this keeps them sound.
                 half = len(curve) // 2
                 curve = curve[:half:2] + curve[half:]
-        status = trial.status.model_copy(update={"step": step, "curve": curve})
+        reported = {**trial.status.reported, **{k: v for k, v in metrics.items() if k in self.stop_early}}
+        status = trial.status.model_copy(update={"step": step, "curve": curve, "reported": reported})
         self._save(trial.model_copy(update={"status": status}))
 
     def _plan_and_act(self) -> None:

@@ -128,6 +128,7 @@ def _decide(
         return Decision(outcome, stops=stop_all(trials, outcome))
 
     stopping, promotions = _early_stops(spec, trials)
+    stopping = _infeasible_stops(spec, trials) | stopping
     active = [t for t in trials if not t.phase.is_finished]
     occupied = sum(t.name not in stopping for t in active)
     slots = 0 if spec.suspend else max(0, min(budget.parallel_trials - occupied, budget.max_trials - len(trials)))
@@ -174,6 +175,17 @@ def _early_stops(
         for name, why in verdicts.stops.items()
     }
     return stops, tuple(PromoteTrial(name, rung) for name, rung in verdicts.promotions.items())
+
+
+def _infeasible_stops(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> dict[str, StopTrial]:
+    """Running trials that already reported a value breaking a ``stopEarly`` constraint."""
+    stops = {}
+    for trial in trials:
+        if trial.phase == api.TrialPhase.RUNNING and trial.status.reported:
+            why = objective.reported_violation(spec.objective, trial.status.reported)
+            if why is not None:
+                stops[trial.name] = StopTrial(trial.name, api.TrialReason.EARLY_STOPPED, f"infeasible: {why}")
+    return stops
 
 
 def curve_goal(spec: api.ExperimentSpec) -> api.Goal:

@@ -207,6 +207,28 @@ def test_a_pareto_run_reports_its_front(tmp_path: Path, write_manifest) -> None:
     assert f"Pareto front ({len(front)} trials)" in result.stdout
 
 
+def test_a_stop_early_constraint_ends_an_infeasible_trial_before_it_trains(tmp_path: Path, write_manifest) -> None:
+    """The stub reports params = 1000·layers at step 0; layers 4 breaks params <= 2000 and is stopped there."""
+    document = stub_manifest("lean", max_trials=6, parallel=2, args=["--epochs", "4", "--sleep", "0.5"])
+    document["spec"]["parameters"] = [
+        {"name": "x", "type": "float", "min": 0.0, "max": 1.0},
+        {"name": "layers", "type": "categorical", "values": [1, 4]},
+    ]
+    document["spec"]["objective"]["constraints"] = [{"metric": "params", "max": 2000, "stopEarly": True}]
+    document["spec"]["earlyStopping"] = {"rule": "none"}
+    result = run_kubenas("run", str(write_manifest(document)), "--output", "runs", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = records(tmp_path / "runs" / "lean")
+    heavy = [r for r in lines if r["parameters"]["layers"] == 4]
+    light = [r for r in lines if r["parameters"]["layers"] == 1]
+    assert heavy and light, [r["parameters"] for r in lines]
+    for r in heavy:
+        assert r["phase"] == "EarlyStopped" and r["reason"] == "EarlyStopped", r
+        assert r["message"].startswith("infeasible: params = 4000 reported while running"), r["message"]
+        assert (r["steps"] or 0) < 4  # stopped before its last epoch, not trained to the end
+    assert all(r["phase"] == "Succeeded" for r in light)
+
+
 def test_on_a_terminal_the_live_view_shows_progress_running_trials_and_the_best(tmp_path: Path, write_manifest) -> None:
     manifest = write_manifest(stub_manifest("tty", max_trials=2, parallel=2, args=["--epochs", "6", "--sleep", "0.3"]))
     primary, secondary = pty.openpty()

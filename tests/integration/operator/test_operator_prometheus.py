@@ -26,6 +26,7 @@ class TrialEndpoint:
     def __init__(self) -> None:
         self.step = 0
         self.accuracy = 0.0
+        self.extra: dict[str, float] = {}
         self.port = free_port()
         self.runner: web.AppRunner | None = None
 
@@ -42,11 +43,11 @@ class TrialEndpoint:
         await self.runner.cleanup()
 
     async def serve(self, _: web.Request) -> web.Response:
+        values = {"accuracy": self.accuracy, **self.extra}
         text = (
             "# TYPE kubenas_trial_metric gauge\n"
-            f'kubenas_trial_metric{{name="accuracy"}} {self.accuracy}\n'
-            "# TYPE kubenas_trial_step gauge\n"
-            f"kubenas_trial_step {self.step}\n"
+            + "".join(f'kubenas_trial_metric{{name="{k}"}} {v}\n' for k, v in values.items())
+            + f"# TYPE kubenas_trial_step gauge\nkubenas_trial_step {self.step}\n"
         )
         return web.Response(text=text, content_type="text/plain")
 
@@ -109,3 +110,49 @@ async def test_prometheus_curves_and_early_stopping(
         assert "TrialEarlyStopped" in reasons
         jobs = {j["metadata"]["name"] for j in await k.items(JOBS)}
         assert stopped[0]["metadata"]["name"] not in jobs
+
+
+@pytest.mark.slow
+async def test_a_stop_early_constraint_stops_a_trial_on_its_reported_value(
+    cluster: Emulator, operator: Operator, prometheus_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trials report params at step 0 through Prometheus; the heavy one is stopped there, the light one runs."""
+    monkeypatch.setenv("KUBENAS_PROMETHEUS_URL", prometheus_server.url)
+
+    async def behaviour(params: dict[str, Any], job: dict[str, Any]) -> Outcome:
+        heavy = index_of(job) == 0
+        async with TrialEndpoint() as endpoint:
+            pod = f"{job['metadata']['name']}-pod"
+            prometheus_server.add_target(f"127.0.0.1:{endpoint.port}", pod=pod, namespace=NAMESPACE)
+            endpoint.extra = {"params": 5000.0 if heavy else 500.0}
+            for step in range(0, 10_000):
+                endpoint.step, endpoint.accuracy = step, 0.5
+                await asyncio.sleep(1.2)
+                if not heavy and step >= 4:
+                    return metrics_result(accuracy=0.5, params=500.0)
+        raise AssertionError("unreachable")
+
+    body = experiment(
+        budget={"maxTrials": 2, "parallelTrials": 2, "maxFailedTrials": 0},
+        metrics={"source": "prometheus"},
+        objective={
+            "metric": "accuracy",
+            "goal": "maximize",
+            "constraints": [{"metric": "params", "max": 1000, "stopEarly": True}],
+        },
+        earlyStopping={"rule": "none"},
+    )
+    await operator.start()
+    async with Kubelet(str(cluster.url), behaviour, running_first=True) as k:
+        await k.request("POST", EXP, body)
+
+        async def stopped() -> list[dict[str, Any]]:
+            trials = await k.items(TRIALS)
+            return [t for t in trials if (t.get("status") or {}).get("phase") == "EarlyStopped"]
+
+        (heavy,) = await eventually(stopped, timeout=90)
+        assert heavy["metadata"]["name"] == "exp-0"
+        assert heavy["status"]["reported"] == {"params": 5000.0}
+        assert heavy["status"]["message"].startswith("infeasible: params = 5000"), heavy["status"]["message"]
+        jobs = {j["metadata"]["name"] for j in await k.items(JOBS)}
+        assert "exp-0" not in jobs
