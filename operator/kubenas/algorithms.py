@@ -68,6 +68,17 @@ def _constrained_of(candidate: ng.p.Parameter) -> ConstrainedResult | None:
 
 
 @dataclass(frozen=True)
+class _MarginModel:
+    """One constraint's fitted margin regression (dual form), and its leave-one-out error."""
+
+    constraint: int
+    rows: np.ndarray  # the modelled points (features are rebuilt per ask: memory stays small)
+    margins: np.ndarray
+    kernel_inv: np.ndarray
+    error: float
+
+
+@dataclass(frozen=True)
 class _Dim:
     name: str
     size: int  # number of choices; 0 for a numeric dimension
@@ -146,9 +157,9 @@ class _SurrogateLocalSearch(base.Optimizer):
         self._genomes: list[np.ndarray] = []
         self._losses: list[np.ndarray] = []  # what the quality model learns (unpenalised when known)
         self._infeasible: list[bool] = []  # per point: a constraint is known to be violated
-        self._margin_points: list[int] = []  # the points told with finite constraint margins
-        self._margin_values: list[np.ndarray] = []  # and those margins
-        self._margin_model: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._margin_points: list[int] = []  # the points told with any known constraint margin
+        self._margin_values: list[np.ndarray] = []  # and their margins (inf: unknown)
+        self._margin_models: list[_MarginModel] | None = None
         self._told: set[tuple[float, ...]] = set()
         self._pending: set[tuple[float, ...]] = set()
         self._posterior: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -283,54 +294,58 @@ class _SurrogateLocalSearch(base.Optimizer):
         scale = explore * math.sqrt(1.0 + self._batch_spread * len(self._pending))
         return mean + scale * (sample - mean)
 
-    def _fit_margins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        """The feasibility model: points with known margins, their scaled margins, inverse kernel, error.
+    def _fit_margins(self) -> list[_MarginModel]:
+        """The feasibility model: one Bayesian regression per constraint with enough known margins.
 
-        None until three results carry margins. The error is each constraint's leave-one-out
-        prediction error (root mean square): how far off a prediction for a new point may be.
-        Cached until the next tell.
+        A constraint's model is fitted once three points carry its margin (a trial stopped for one
+        constraint's reported value knows only that one). Cached until the next tell.
         """
-        if self._margin_model is None:
-            if len(self._margin_points) < 3:
-                return None
-            rows, margins = np.array(self._margin_points), np.array(self._margin_values)
-            cap = self._max_points // 2
-            if len(rows) > cap:
-                # The half nearest the boundary (where the model must be right) and a spread of the rest.
-                nearest = np.argsort(np.abs(margins.max(axis=1)), kind="stable")
-                rest = np.sort(nearest[cap // 2 :])
-                spread = rest[np.linspace(0, len(rest) - 1, cap - cap // 2).astype(int)]
-                keep = np.sort(np.concatenate([nearest[: cap // 2], spread]))
-                rows, margins = rows[keep], margins[keep]
-            # Unit: the median distance from the boundary; not centred (zero is the boundary) and not
-            # squashed: costs such as parameter counts are additive, and stay exactly learnable.
-            scale = np.median(np.abs(margins), axis=0)
-            scale = np.where(scale > 0, scale, np.abs(margins).mean(axis=0))  # most points on the bound
-            y = margins / np.where(scale > 0, scale, 1.0)
-            x = self._features(np.array(self._genomes)[rows])
-            kernel_inv = np.linalg.inv((x * self._prior) @ x.T + self._margin_noise * np.eye(len(rows)))
-            # Leave-one-out residuals of a Gaussian-process regression: (K^-1 y)_i / (K^-1)_ii.
-            loo = (kernel_inv @ y) / np.diag(kernel_inv)[:, None]
-            self._margin_model = (rows, y, kernel_inv, np.sqrt(np.mean(loo**2, axis=0)))
-        return self._margin_model
+        if self._margin_models is None:
+            self._margin_models = []
+            if self._margin_points:
+                points, values = np.array(self._margin_points), np.array(self._margin_values)
+                for c in range(values.shape[1]):
+                    known = np.isfinite(values[:, c])
+                    if known.sum() >= 3:
+                        self._margin_models.append(self._fit_margin(c, points[known], values[known, c]))
+        return self._margin_models
+
+    def _fit_margin(self, constraint: int, rows: np.ndarray, margins: np.ndarray) -> _MarginModel:
+        cap = self._max_points // 2
+        if len(rows) > cap:
+            # The half nearest the boundary (where the model must be right) and a spread of the rest.
+            nearest = np.argsort(np.abs(margins), kind="stable")
+            rest = np.sort(nearest[cap // 2 :])
+            spread = rest[np.linspace(0, len(rest) - 1, cap - cap // 2).astype(int)]
+            keep = np.sort(np.concatenate([nearest[: cap // 2], spread]))
+            rows, margins = rows[keep], margins[keep]
+        # Unit: the median distance from the boundary; not centred (zero is the boundary) and not
+        # squashed: costs such as parameter counts are additive, and stay exactly learnable.
+        scale = float(np.median(np.abs(margins))) or float(np.abs(margins).mean()) or 1.0
+        y = margins / scale
+        x = self._features(np.array(self._genomes)[rows])
+        kernel_inv = np.linalg.inv((x * self._prior) @ x.T + self._margin_noise * np.eye(len(rows)))
+        # Leave-one-out residuals of a Gaussian-process regression: (K^-1 y)_i / (K^-1)_ii.
+        loo = (kernel_inv @ y) / np.diag(kernel_inv)
+        return _MarginModel(constraint, rows, y, kernel_inv, float(np.sqrt(np.mean(loo**2))))
 
     def _scorer(self, target: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """This ask's acquisition: sampled quality, minus a penalty where a margin may be violated."""
         weights = self._thompson_weights(target)
-        fitted = self._fit_margins()
-        if fitted is None:
+        models = self._fit_margins()
+        if not models:
             return lambda genomes: self._features(genomes) @ weights
-        rows, y, kernel_inv, error = fitted
-        x = self._features(np.array(self._genomes)[rows])
+        genomes = np.array(self._genomes)
+        explore, noise = self._margin_exploration, self._margin_noise
         margin_weights = np.stack(
             [
-                self._posterior_sample(x, kernel_inv, y[:, c], self._margin_exploration, self._margin_noise)
-                for c in range(y.shape[1])
+                self._posterior_sample(self._features(genomes[m.rows]), m.kernel_inv, m.margins, explore, noise)
+                for m in models
             ],
             axis=1,
         )
-        # Room in proportion to the model's own error: none once the margins are predictable.
-        penalty, offset = self._violation_penalty, self._margin_safety * error
+        # Room in proportion to each model's own error: none once the margins are predictable.
+        penalty, offset = self._violation_penalty, self._margin_safety * np.array([m.error for m in models])
 
         def score(genomes: np.ndarray) -> np.ndarray:
             features = self._features(genomes)
@@ -458,12 +473,12 @@ class _SurrogateLocalSearch(base.Optimizer):
         if self._losses and len(self._losses[0]) != len(values):
             values = np.full(len(self._losses[0]), float(loss))
         self._losses.append(np.where(np.isfinite(values), values, 5.0e20))
-        if margins is not None and np.all(np.isfinite(margins)):
+        if margins is not None and np.isfinite(margins).any():
             self._margin_points.append(len(self._genomes) - 1)
             self._margin_values.append(margins)
         self._infeasible.append(margins is not None and bool(np.any(margins > 0)))
         self._posterior = None
-        self._margin_model = None
+        self._margin_models = None
 
     def _internal_tell_not_asked(self, candidate: ng.p.Parameter, loss: float) -> None:
         self._internal_tell_candidate(candidate, loss)

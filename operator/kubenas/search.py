@@ -196,6 +196,10 @@ class Suggester:
         self._asked: OrderedDict[str, ng.p.Parameter | None] = OrderedDict()  # proposed, not yet finished
         self._backlog: list[_Result] = []  # finished, not yet told to the optimizer
         self._losses: list[Loss] = []  # results (feasible or not) seen, for penalties
+        # Finished trials whose loss is a penalty measured against results, while there is none:
+        # told once the first result gives the penalty a scale (zero is no scale at all).
+        self._deferred: list[tuple[api.Trial, str]] = []
+        self._unscaled = False  # set by _ceiling when it had no result to measure against
         self._good: list[Loss] = []  # feasible results seen
         self._num_optimizer_tells = 0
 
@@ -267,17 +271,29 @@ class Suggester:
             self._running_keys.pop(trial.name, None)
             if key is None:
                 continue
+            self._unscaled = False
             result = self._result(trial, key)
-            self._finished[key] = result.loss
-            if result.loss is None:
-                self._drop_asked(key)
-            else:
-                self._backlog.append(result)
+            if self._unscaled:
+                self._finished[key] = None  # taken, never proposed again; told later
+                self._deferred.append((trial, key))
+                continue
+            self._account(result)
+        if self._deferred and self._losses:
+            deferred, self._deferred = self._deferred, []
+            for trial, key in deferred:
+                self._account(self._result(trial, key))
         self._in_flight = in_flight
         if len(self._running_keys) > 2 * len(in_flight) + 64:  # running trials that vanished
             self._running_keys = {t.name: k for t in trials if (k := self._running_keys.get(t.name)) is not None}
         self._drain()
         return newly
+
+    def _account(self, result: _Result) -> None:
+        self._finished[result.key] = result.loss
+        if result.loss is None:
+            self._drop_asked(result.key)
+        else:
+            self._backlog.append(result)
 
     def _key_of(self, trial: api.Trial) -> str | None:
         """The configuration key of a trial (cached while it runs: parameters never change)."""
@@ -363,6 +379,7 @@ class Suggester:
     def _ceiling(self) -> tuple[Loss, Loss]:
         """The worst result seen (per loss) and a spread: the scale penalties are measured in."""
         if not self._losses:
+            self._unscaled = True
             zeros = (0.0,) * self._width()
             return zeros, (1.0,) * self._width()
         arr = np.asarray(self._losses, dtype=float)

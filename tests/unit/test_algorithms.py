@@ -306,3 +306,57 @@ def test_trial_stopped_for_a_reported_constraint_value_is_learnt_as_infeasible()
     assert model._infeasible[-1]
     assert model._losses[-1][0] > max(loss[0] for loss in model._losses[:-1])  # worse than anything finished
     assert model._margin_points[-1] == len(model._losses) - 1  # its margin teaches the feasibility model
+
+
+def _finished(index: int, config: dict[str, Any], phase: str, **status: Any) -> api.Trial:
+    return api.Trial.model_validate(
+        {
+            "metadata": {"name": f"e-{index}"},
+            "spec": {"experiment": "e", "index": index, "parameters": config},
+            "status": {"phase": phase, **status},
+        }
+    )
+
+
+def test_penalties_wait_for_a_result_to_measure_them_against() -> None:
+    """A failure or a stopEarly stop told before any result would be told 'zero plus a bit',
+    better than every real loss of a metric minimised around 5: they wait for the first result."""
+    objective = {
+        "metric": "latency",
+        "goal": "minimize",
+        "constraints": [{"metric": "params", "max": 10, "stopEarly": True}],
+    }
+    s = search.Suggester(_objective_spec(objective))
+    configs = s.ask(3)
+    early = [
+        _finished(0, configs[0], "Failed", reason="ExitCode"),
+        _finished(1, configs[1], "EarlyStopped", reason="EarlyStopped", reported={"params": 50.0}),
+    ]
+    assert s.sync(early) == ["e-0", "e-1"]
+    assert s.optimizer._losses == []  # nothing told yet: no scale for a penalty
+    assert s.space.key(configs[0]) not in {s.space.key(c) for c in s.ask(8)}  # still never proposed again
+    done = _finished(2, configs[2], "Succeeded", reason="Completed", metrics={"latency": 5.0, "params": 5.0})
+    s.sync([*early, done])
+    told = sorted(loss[0] for loss in s.optimizer._losses)
+    assert told[0] == 5.0 and len(told) == 3 and all(loss > 5.0 for loss in told[1:])
+
+
+def test_a_stop_for_one_constraint_teaches_that_constraint_when_there_are_two() -> None:
+    objective = {
+        "metric": "acc",
+        "goal": "maximize",
+        "constraints": [{"metric": "cost", "max": 3.0, "stopEarly": True}, {"metric": "latency", "max": 9.0}],
+    }
+    s = search.Suggester(_objective_spec(objective))
+    trials = []
+    for i, config in enumerate(s.ask(4)):
+        metrics = {"acc": score(config), "cost": 1.0, "latency": 1.0}
+        trials.append(_finished(i, config, "Succeeded", reason="Completed", metrics=metrics))
+    (config,) = s.ask(1)
+    trials.append(_finished(4, config, "EarlyStopped", reason="EarlyStopped", reported={"cost": 7.0}))
+    s.sync(trials)
+    s.ask(1)  # fits the margin models
+    models = s.optimizer._fit_margins()
+    by_constraint = {m.constraint: m for m in models}
+    assert 4 in by_constraint[0].rows  # the stopped trial's cost margin is learnt
+    assert 4 not in by_constraint[1].rows  # its latency is unknown

@@ -237,6 +237,20 @@ def test_a_trial_reporting_a_value_that_breaks_a_stop_early_constraint_is_stoppe
     assert len(result.of_type(plan.CreateTrial)) == 1  # its slot is refilled at once
 
 
+def test_an_infeasible_report_outranks_an_asha_promotion() -> None:
+    objective = {
+        "metric": "accuracy",
+        "goal": "maximize",
+        "constraints": [{"metric": "params", "max": 1000, "stopEarly": True}],
+    }
+    exp = experiment(max_trials=1, parallel=1, objective=objective, stopping="asha")
+    t = running(0, curve=[0.9])  # alone at rung 1: ASHA alone would promote it
+    t = t.model_copy(update={"status": t.status.model_copy(update={"reported": {"params": 5000.0}})})
+    result = plan.plan(exp, [t], NOW, search.Suggester(exp.spec))
+    assert describe(result) == ["stop exp-0 EarlyStopped"]
+    assert result.of_type(plan.StopTrial)[0].message.startswith("infeasible: params = 5000")
+
+
 @pytest.mark.parametrize(
     ("exp", "trials", "space", "actions", "phase", "reason"),
     [pytest.param(*case[1:], id=case[0]) for case in CASES],

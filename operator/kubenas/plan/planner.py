@@ -128,7 +128,8 @@ def _decide(
         return Decision(outcome, stops=stop_all(trials, outcome))
 
     stopping, promotions = _early_stops(spec, trials)
-    stopping = _infeasible_stops(spec, trials) | stopping
+    stopping |= _infeasible_stops(spec, trials)  # "infeasible" says more than a rule's verdict
+    promotions = tuple(p for p in promotions if p.name not in stopping)
     active = [t for t in trials if not t.phase.is_finished]
     occupied = sum(t.name not in stopping for t in active)
     slots = 0 if spec.suspend else max(0, min(budget.parallel_trials - occupied, budget.max_trials - len(trials)))
