@@ -1,9 +1,11 @@
-"""A finished trial's result: the termination message parsed, and the trial classified.
+"""What a trial reports: its samples while it runs, and its result once it has finished.
 
-Both backends call this module. The operator reads the pod's termination message and
-container state; the local runner reads the termination file and the process's exit
-status. Everything read from a trial is bounded and checked here, so a trial that writes
-garbage fails with ``InvalidResult`` instead of reaching the optimizer or the status.
+A running trial's samples fold into its status (``with_sample``); a finished trial's
+termination message is parsed and the trial classified. Both backends call this module.
+The operator reads the pod's termination message and container state; the local runner
+reads the termination file and the process's exit status. Everything read from a trial is
+bounded and checked here, so a trial that writes garbage fails with ``InvalidResult``
+instead of reaching the optimizer or the status.
 """
 
 from __future__ import annotations
@@ -199,6 +201,37 @@ def _shorten(text: str, limit: int = 40) -> str:
 
 def _first_line(err: Exception) -> str:
     return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def with_sample(
+    status: api.TrialStatus,
+    step: int,
+    metrics: Mapping[str, float],
+    curve_metric: str | None,
+    watched: frozenset[str],
+) -> api.TrialStatus:
+    """``status`` with one intermediate report folded in; the same object when nothing changed.
+
+    The step; a point of ``curve_metric``'s learning curve when the step is new (bounded: past
+    ``api.MAX_CURVE_POINTS`` the older half is thinned, which keeps "the value at or before a
+    step" sound for the early-stopping rules); and the latest values of the ``watched`` metrics
+    (those under a ``stopEarly`` constraint).
+    """
+    update: dict[str, Any] = {}
+    if step != status.step:
+        update["step"] = step
+    value = metrics.get(curve_metric) if curve_metric else None
+    curve = status.curve
+    if value is not None and (not curve or step > curve[-1].step):
+        curve = [*curve, api.CurvePoint(step=step, value=value)]
+        if len(curve) > api.MAX_CURVE_POINTS:
+            half = len(curve) // 2
+            curve = curve[:half:2] + curve[half:]
+        update["curve"] = curve
+    reported = {k: v for k, v in metrics.items() if k in watched}
+    if any(status.reported.get(k) != v for k, v in reported.items()):
+        update["reported"] = {**status.reported, **reported}
+    return status.model_copy(update=update) if update else status
 
 
 def classify_finished_trial(

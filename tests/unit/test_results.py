@@ -176,3 +176,25 @@ def test_nesting_is_refused_whatever_the_recursion_limit() -> None:
     finally:
         sys.setrecursionlimit(previous)
     assert parsed.error == "result is nested too deeply"
+
+
+def test_a_sample_adds_a_curve_point_only_for_a_new_step() -> None:
+    status = api.TrialStatus(phase=api.TrialPhase.RUNNING)
+    first = results.with_sample(status, 1, {"acc": 0.5}, "acc", frozenset())
+    assert [(p.step, p.value) for p in first.curve] == [(1, 0.5)] and first.step == 1
+    assert results.with_sample(first, 1, {"acc": 0.9}, "acc", frozenset()) is first  # nothing new
+    assert results.with_sample(first, 2, {"loss": 0.1}, "acc", frozenset()).curve == first.curve
+
+
+def test_a_long_curve_thins_its_older_half() -> None:
+    status = api.TrialStatus(curve=[api.CurvePoint(step=s, value=s) for s in range(1, api.MAX_CURVE_POINTS + 1)])
+    thinned = results.with_sample(status, api.MAX_CURVE_POINTS + 1, {"acc": 1.0}, "acc", frozenset())
+    assert len(thinned.curve) <= api.MAX_CURVE_POINTS and thinned.curve[-1].step == api.MAX_CURVE_POINTS + 1
+    steps = [p.step for p in thinned.curve]
+    assert steps == sorted(steps) and steps[0] == 1
+
+
+def test_a_sample_keeps_the_latest_watched_values_only() -> None:
+    status = api.TrialStatus(reported={"params": 10.0})
+    new = results.with_sample(status, 0, {"params": 12.0, "flops": 3.0, "acc": 0.1}, "acc", frozenset({"params"}))
+    assert new.reported == {"params": 12.0}

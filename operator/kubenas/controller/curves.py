@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from kubenas import api, metrics, objective
+from kubenas import api, metrics, objective, results
 from kubenas.controller import apply, kube, observe
 from kubenas.controller.context import Context
 
@@ -57,13 +57,8 @@ async def poll(
     for (i, trial), got in zip(due, values, strict=True):
         if got is None or got.step is None:
             continue
-        status = trial.status
-        if name in got.metrics:
-            status = _with_point(status, got.step, got.metrics[name])
-        reported = {k: v for k, v in got.metrics.items() if k in watched}
-        if reported and any(status.reported.get(k) != v for k, v in reported.items()):
-            status = status.model_copy(update={"reported": {**status.reported, **reported}})
-        if status != trial.status:
+        status = results.with_sample(trial.status, got.step, got.metrics, name, watched)
+        if status is not trial.status:
             await apply.write_status(ctx.kube, kube.TRIALS, raw_by_name[trial.name], status.to_wire())
             trials[i] = trial.model_copy(update={"status": status})
 
@@ -98,13 +93,3 @@ async def _read(
     except metrics.MetricsError as err:
         log.debug("no metrics for %s: %s", trial.name, err)
         return None
-
-
-def _with_point(status: api.TrialStatus, step: int, value: float) -> api.TrialStatus:
-    curve = list(status.curve)
-    if curve and step <= curve[-1].step:
-        return status if status.step == step else status.model_copy(update={"step": step})
-    curve.append(api.CurvePoint(step=step, value=value))
-    if len(curve) > api.MAX_CURVE_POINTS:
-        curve = curve[: len(curve) // 2 : 2] + curve[len(curve) // 2 :]  # thin the old half, keep the recent
-    return status.model_copy(update={"curve": curve, "step": step})

@@ -203,16 +203,7 @@ class LocalRunner:
         trial = self.trials[name]
         if step == trial.status.step:
             return
-        curve = list(trial.status.curve)
-        value = metrics.get(self.metric)
-        if value is not None and (not curve or step > curve[-1].step):
-            curve.append(api.CurvePoint(step=step, value=value))
-            if len(curve) > api.MAX_CURVE_POINTS:
-                # Thin out the older half: rules read the value at or before a step, so this keeps them sound.
-                half = len(curve) // 2
-                curve = curve[:half:2] + curve[half:]
-        reported = {**trial.status.reported, **{k: v for k, v in metrics.items() if k in self.stop_early}}
-        status = trial.status.model_copy(update={"step": step, "curve": curve, "reported": reported})
+        status = trial_results.with_sample(trial.status, step, metrics, self.metric, self.stop_early)
         self._save(trial.model_copy(update={"status": status}))
 
     def _plan_and_act(self) -> None:
