@@ -284,15 +284,18 @@ async def _stop_trial(ctx: Context, exp_raw: Mapping[str, Any], trial: api.Trial
             "completion_time": datetime.now(UTC),
         }
     )
-    raw = {"metadata": trial.metadata.model_dump(by_alias=True), "status": trial.status.to_wire()}
-    await apply.write_status(ctx.kube, kube.TRIALS, raw, status.to_wire())
+    stopped = await _write_trial_status(ctx, trial, status)
     await ctx.kube.delete(kube.JOBS, trial.metadata.namespace, trial.name)
     await _trial_event(ctx, exp_raw, trial.name, status)
-    return trial.model_copy(update={"status": status})
+    return stopped
 
 
 async def _promote_trial(ctx: Context, trial: api.Trial, action: plan.PromoteTrial) -> api.Trial:
-    status = trial.status.model_copy(update={"rung": action.rung})
+    return await _write_trial_status(ctx, trial, trial.status.model_copy(update={"rung": action.rung}))
+
+
+async def _write_trial_status(ctx: Context, trial: api.Trial, status: api.TrialStatus) -> api.Trial:
+    """Merge-patch the changed status fields of a Trial; returns the Trial as written."""
     raw = {"metadata": trial.metadata.model_dump(by_alias=True), "status": trial.status.to_wire()}
     await apply.write_status(ctx.kube, kube.TRIALS, raw, status.to_wire())
     return trial.model_copy(update={"status": status})
