@@ -309,10 +309,14 @@ class Suggester:
 
     def _result(self, trial: api.Trial, key: str) -> _Result:
         config = self.space.normalise(trial.spec.parameters)
-        loss = self._loss(trial)
-        return _Result(trial.spec.index, key, config, loss, self._constrained(trial, loss))
+        # Stopped for a reported value that breaks a stopEarly constraint: infeasible, whatever it would have scored.
+        broke = trial.phase == api.TrialPhase.EARLY_STOPPED and bool(
+            objective.reported_violation(self._objective, trial.status.reported)
+        )
+        loss = self._loss(trial, broke)
+        return _Result(trial.spec.index, key, config, loss, self._constrained(trial, loss, broke))
 
-    def _constrained(self, trial: api.Trial, loss: Loss | None) -> algorithms.ConstrainedResult | None:
+    def _constrained(self, trial: api.Trial, loss: Loss | None, broke: bool) -> algorithms.ConstrainedResult | None:
         """For optimizers that model feasibility: the unpenalised losses and each constraint's margin.
 
         A trial stopped for a reported value that breaks a ``stopEarly`` constraint has no quality
@@ -321,11 +325,9 @@ class Suggester:
         if not self._objective.constraints:
             return None
         status = trial.status
-        if trial.phase == api.TrialPhase.EARLY_STOPPED and loss is not None:
-            if objective.reported_violation(self._objective, status.reported):
-                margins = objective.constraint_margins(self._objective, status.reported)
-                return algorithms.ConstrainedResult(loss, tuple(margins))
-            return None
+        if broke and loss is not None:
+            margins = objective.constraint_margins(self._objective, status.reported)
+            return algorithms.ConstrainedResult(loss, tuple(margins))
         if trial.phase != api.TrialPhase.SUCCEEDED:
             return None
         raw = objective.loss_vector(self._objective, status.metrics)
@@ -334,7 +336,7 @@ class Suggester:
         margins = objective.constraint_margins(self._objective, status.metrics)
         return algorithms.ConstrainedResult(tuple(raw), tuple(margins))
 
-    def _loss(self, trial: api.Trial) -> Loss | None:
+    def _loss(self, trial: api.Trial, broke: bool) -> Loss | None:
         phase, metrics = trial.phase, trial.status.metrics
         if phase == api.TrialPhase.STOPPED:
             return None
@@ -346,10 +348,8 @@ class Suggester:
                 self._good.append(own)
                 return own
             return self._infeasible(own, objective.violations(self._objective, metrics))
-        reported = trial.status.reported
-        if phase == api.TrialPhase.EARLY_STOPPED and objective.reported_violation(self._objective, reported):
-            # Stopped for breaking a stopEarly constraint: infeasible, whatever it would have scored.
-            broken = objective.violations(self._objective, reported)
+        if broke:
+            broken = objective.violations(self._objective, trial.status.reported)
             return self._infeasible(self._ceiling()[0], [v if math.isfinite(v) else 0.0 for v in broken])
         if phase == api.TrialPhase.EARLY_STOPPED:
             partial = tuple(raw) if raw is not None else self._curve_loss(trial)
