@@ -52,6 +52,11 @@ class TrialEndpoint:
         return web.Response(text=text, content_type="text/plain")
 
 
+async def early_stopped(kubelet: Kubelet) -> list[dict[str, Any]]:
+    """The Trials that ended EarlyStopped (none yet: an empty list, so ``eventually`` waits)."""
+    return [t for t in await kubelet.items(TRIALS) if (t.get("status") or {}).get("phase") == "EarlyStopped"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "early_stopping",
@@ -90,11 +95,7 @@ async def test_prometheus_curves_and_early_stopping(
     async with Kubelet(str(cluster.url), behaviour, running_first=True) as k:
         await k.request("POST", EXP, body)
 
-        async def early_stopped() -> list[dict[str, Any]]:
-            trials = await k.items(TRIALS)
-            return [t for t in trials if (t.get("status") or {}).get("phase") == "EarlyStopped"]
-
-        stopped = await eventually(early_stopped, timeout=90)
+        stopped = await eventually(lambda: early_stopped(k), timeout=90)
         trials = {t["metadata"]["name"]: t for t in await k.items(TRIALS)}
         for name in ("exp-0", "exp-1"):
             curve = trials[name]["status"]["curve"]
@@ -146,11 +147,7 @@ async def test_a_stop_early_constraint_stops_a_trial_on_its_reported_value(
     async with Kubelet(str(cluster.url), behaviour, running_first=True) as k:
         await k.request("POST", EXP, body)
 
-        async def stopped() -> list[dict[str, Any]]:
-            trials = await k.items(TRIALS)
-            return [t for t in trials if (t.get("status") or {}).get("phase") == "EarlyStopped"]
-
-        (heavy,) = await eventually(stopped, timeout=90)
+        (heavy,) = await eventually(lambda: early_stopped(k), timeout=90)
         assert heavy["metadata"]["name"] == "exp-0"
         assert heavy["status"]["reported"] == {"params": 5000.0}
         assert heavy["status"]["message"].startswith("infeasible: params = 5000"), heavy["status"]["message"]
