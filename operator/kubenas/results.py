@@ -241,6 +241,7 @@ def classify_finished_trial(
     result_text: str | bytes | None,
     backend_reason: api.TrialReason | str | None = None,
     backend_message: str | None = None,
+    log_tail: str | None = None,
 ) -> TrialOutcome:
     """Decide a finished trial's phase, reason, metrics and message.
 
@@ -257,6 +258,9 @@ def classify_finished_trial(
         result_text: the termination message or file, as read (bounded here).
         backend_reason: what the backend observed, e.g. ``"OOMKilled"``.
         backend_message: the backend's detail for that reason (e.g. the scheduler's message).
+        log_tail: the last line of the trial's log, appended to an ``ExitCode`` message (it
+            usually names the error). When None and ``result_text`` is not a result, its last
+            line is used: Kubernetes's ``FallbackToLogsOnError`` puts the log's tail there.
 
     Raises:
         ValueError: ``backend_reason`` is not one of the backend reasons.
@@ -270,7 +274,11 @@ def classify_finished_trial(
         message = backend_message or _BACKEND_DEFAULT_MESSAGES[reason]
         return _failed(reason, metrics, message)
     if exit_code != 0:
-        return _failed(api.TrialReason.EXIT_CODE, metrics, describe_exit_code(exit_code))
+        if log_tail is None and not parsed.ok:
+            text = result_text.decode("utf-8", "replace") if isinstance(result_text, bytes) else result_text or ""
+            log_tail = next((line.strip()[:400] for line in reversed(text.splitlines()) if line.strip()), None)
+        message = describe_exit_code(exit_code)
+        return _failed(api.TrialReason.EXIT_CODE, metrics, f"{message}: {log_tail}" if log_tail else message)
     if not parsed.ok:
         return _failed(api.TrialReason.INVALID_RESULT, {}, parsed.error or "invalid result")
     missing = [m.name for m in objective.objective_metrics() if m.name not in metrics]

@@ -198,3 +198,14 @@ def test_a_sample_keeps_the_latest_watched_values_only() -> None:
     status = api.TrialStatus(reported={"params": 10.0})
     new = results.with_sample(status, 0, {"params": 12.0, "flops": 3.0, "acc": 0.1}, "acc", frozenset({"params"}))
     assert new.reported == {"params": 12.0}
+
+
+def test_an_exit_code_failure_names_the_last_log_line() -> None:
+    obj = api.Objective(metric="acc", goal="maximize")
+    given = results.classify_finished_trial(obj, exit_code=1, result_text=None, log_tail="ValueError: bad lr")
+    assert given.message.endswith(": ValueError: bad lr")
+    # Kubernetes's FallbackToLogsOnError: the termination message is the log's tail.
+    fallback = results.classify_finished_trial(obj, exit_code=1, result_text="epoch 1\nRuntimeError: CUDA OOM\n\n")
+    assert fallback.message.endswith(": RuntimeError: CUDA OOM")
+    result = results.classify_finished_trial(obj, exit_code=1, result_text='{"acc": 0.5}')
+    assert result.message == results.describe_exit_code(1)  # a valid result is not a log

@@ -157,16 +157,11 @@ def _observed_status(
         backend_reason=seen.backend_reason,
         backend_message=seen.message,
     )
-    message = outcome.message
-    if outcome.reason == api.TrialReason.EXIT_CODE and not results.parse_termination_message(seen.result_text).ok:
-        # FallbackToLogsOnError put the log tail there: its last line usually names the error.
-        last = next((line for line in reversed((seen.result_text or "").splitlines()) if line.strip()), "")
-        message = f"{message}: {last.strip()[:400]}" if last else message
     return old.model_copy(
         update={
             "phase": outcome.phase,
             "reason": outcome.reason,
-            "message": message[:1024],
+            "message": outcome.message[:1024],
             "metrics": dict(outcome.metrics),
             "exit_code": seen.exit_code,
             "start_time": start,

@@ -324,16 +324,13 @@ class LocalRunner:
             exit_code=exit_code,
             result_text=_read_bounded(self.run_dir.termination_log(name), trial_results.MAX_RESULT_BYTES + 1),
             backend_reason=backend_reason,
+            log_tail=_log_tail(self.run_dir.log_path(name)) if exit_code != 0 else None,
         )
-        message = outcome.message
-        if outcome.reason == api.TrialReason.EXIT_CODE:
-            tail = _log_tail(self.run_dir.log_path(name))
-            message = f"{message}: {tail}" if tail else message
         status = trial.status.model_copy(
             update={
                 "phase": outcome.phase,
                 "reason": outcome.reason,
-                "message": message[:1024],
+                "message": outcome.message[:1024],
                 "metrics": dict(outcome.metrics),
                 "exit_code": exit_code,
                 "completion_time": datetime.now(UTC),
