@@ -433,8 +433,10 @@ class LocalRunner:
         return document
 
     def _write_outputs(self) -> None:
+        """The report, and best.json unless the planner's ExportBest already wrote it (an interrupted
+        or unfinished run exports its best so far, by the planner's own staleness rule)."""
         best, _ = self._best()
-        if best is not None:
+        if best is not None and plan.export_stale(self.status, best):
             self._export(best)
         try:
             report.build(self.run_dir.root)

@@ -16,7 +16,7 @@ from kubenas.plan.actions import (
     TellResult,
 )
 from kubenas.plan.planner import curve_goal, invalid_plan, needs_suggester, plan
-from kubenas.plan.status import CONDITION_TYPES, conditions, count_trials, summarize
+from kubenas.plan.status import CONDITION_TYPES, conditions, count_trials, export_stale, summarize
 
 __all__ = [
     "CONDITION_TYPES",
@@ -32,6 +32,7 @@ __all__ = [
     "conditions",
     "count_trials",
     "curve_goal",
+    "export_stale",
     "invalid_plan",
     "needs_suggester",
     "plan",
