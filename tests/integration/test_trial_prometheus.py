@@ -33,6 +33,9 @@ SCRIPT = textwrap.dedent(
 )
 
 
+RANGE_STEP = 0.5
+
+
 def test_promql_returns_each_reported_step(prometheus_server: Any, tmp_path: Path) -> None:
     curve = [0.12, 0.37, 0.58, 0.81, 0.93]
     port = _free_port()
@@ -60,6 +63,10 @@ def test_promql_returns_each_reported_step(prometheus_server: Any, tmp_path: Pat
             trial.stdin.flush()
             assert trial.stdout.readline().strip() == f"step {step}"
             _wait_for_scrape(prometheus_server, 'kubenas_trial_step{trial="exp-3"}', float(step))
+        # A range query evaluates at start, start + step, ... <= end: the last scrape's timestamp can
+        # fall after the last evaluation point unless the range runs one step past it. The trial
+        # still serves, so the last values stay current (no staleness marker) until `end`.
+        time.sleep(RANGE_STEP)
         end = time.time()
         trial.stdin.close()
         assert trial.wait(timeout=30) == 0
@@ -69,13 +76,13 @@ def test_promql_returns_each_reported_step(prometheus_server: Any, tmp_path: Pat
             trial.wait()
 
     accuracy = prometheus_server.query_range(
-        'kubenas_trial_metric{trial="exp-3",name="accuracy"}', start=start, end=end, step=0.5
+        'kubenas_trial_metric{trial="exp-3",name="accuracy"}', start=start, end=end, step=RANGE_STEP
     )
     assert len(accuracy) == 1
     seen = _distinct_in_order(float(value) for _ts, value in accuracy[0]["values"])
     assert seen == curve
 
-    steps = prometheus_server.query_range('kubenas_trial_step{trial="exp-3"}', start=start, end=end, step=0.5)
+    steps = prometheus_server.query_range('kubenas_trial_step{trial="exp-3"}', start=start, end=end, step=RANGE_STEP)
     seen_steps = _distinct_in_order(float(value) for _ts, value in steps[0]["values"])
     assert seen_steps[-len(curve):] == [1.0, 2.0, 3.0, 4.0, 5.0]
 
