@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 METRIC = "kubenas_trial_metric"
 STEP = "kubenas_trial_step"
+FINAL_STEP = "kubenas_trial_final_step"
 MAX_SCRAPE_BYTES = 1 << 20
 MAX_SERIES = 256
 
@@ -42,10 +43,12 @@ class TrialValues:
     Attributes:
         step: the last step reported (``kubenas_trial_step``), if any.
         metrics: the latest value of each ``kubenas_trial_metric`` by its ``name`` label.
+        final_step: the step the trial said its last report will carry (``kubenas_trial_final_step``).
     """
 
     step: int | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)
+    final_step: int | None = None
 
 
 def parse_exposition(text: str, max_samples: int = MAX_SERIES * 4) -> list[Sample]:
@@ -69,15 +72,18 @@ def parse_exposition(text: str, max_samples: int = MAX_SERIES * 4) -> list[Sampl
 def trial_values(samples: Iterable[Sample]) -> TrialValues:
     """The trial's step and metrics among ``samples`` (non-finite values dropped)."""
     step: int | None = None
+    final_step: int | None = None
     metrics: dict[str, float] = {}
     for s in samples:
         if not math.isfinite(s.value):
             continue
         if s.name == STEP:
             step = int(s.value) if step is None else max(step, int(s.value))
+        elif s.name == FINAL_STEP and s.value >= 1:  # 0: an exporter's unset gauge, not an announcement
+            final_step = int(s.value)
         elif s.name == METRIC and s.labels.get("name") and len(metrics) < MAX_SERIES:
             metrics[s.labels["name"]] = s.value
-    return TrialValues(step=step, metrics=metrics)
+    return TrialValues(step=step, metrics=metrics, final_step=final_step)
 
 
 async def scrape(
@@ -115,10 +121,10 @@ def label_matcher(labels: Mapping[str, str]) -> str:
 
 
 def trial_query(labels: Mapping[str, str]) -> str:
-    """One PromQL query returning both the trial's metric gauges and its step."""
+    """One PromQL query returning the trial's metric gauges, its step and its final step."""
     matcher = label_matcher(labels)
     sep = "," if matcher else ""
-    return f'{{__name__=~"{METRIC}|{STEP}"{sep}{matcher}}}'
+    return f'{{__name__=~"{METRIC}|{STEP}|{FINAL_STEP}"{sep}{matcher}}}'
 
 
 async def query(session: aiohttp.ClientSession, base_url: str, promql: str, *, timeout: float = 5.0) -> list[Sample]:

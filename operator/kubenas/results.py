@@ -209,17 +209,20 @@ def with_sample(
     metrics: Mapping[str, float],
     curve_metric: str | None,
     watched: frozenset[str],
+    final_step: int | None = None,
 ) -> api.TrialStatus:
     """``status`` with one intermediate report folded in; the same object when nothing changed.
 
-    The step; a point of ``curve_metric``'s learning curve when the step is new (bounded: past
-    ``api.MAX_CURVE_POINTS`` the older half is thinned, which keeps "the value at or before a
-    step" sound for the early-stopping rules); and the latest values of the ``watched`` metrics
-    (those under a ``stopEarly`` constraint).
+    The step, and the final step the trial announced, if any; a point of ``curve_metric``'s
+    learning curve when the step is new (bounded: past ``api.MAX_CURVE_POINTS`` the older half
+    is thinned, which keeps "the value at or before a step" sound for the early-stopping rules);
+    and the latest values of the ``watched`` metrics (those under a ``stopEarly`` constraint).
     """
     update: dict[str, Any] = {}
     if step != status.step:
         update["step"] = step
+    if final_step is not None and final_step != status.final_step:
+        update["final_step"] = final_step
     value = metrics.get(curve_metric) if curve_metric else None
     curve = status.curve
     if value is not None and (not curve or step > curve[-1].step):

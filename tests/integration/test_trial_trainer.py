@@ -158,6 +158,11 @@ class _RecordingReporter(TrialReporter):
     def __init__(self, log: Path) -> None:
         super().__init__(port=0, termination_log=log)
         self.reports: list[tuple[float, dict[str, float]]] = []
+        self.announced: tuple[float, int] | None = None  # (final step, reports made before it)
+
+    def final_step(self, step: int | float) -> None:
+        self.announced = (step, len(self.reports))
+        super().final_step(step)
 
     def report(self, step: int | float, metrics: Any = None, /, **named: Any) -> None:
         self.reports.append((step, {**(metrics or {}), **named}))
@@ -177,3 +182,6 @@ def test_static_costs_are_reported_before_training_only_when_final(tmp_path: Pat
         assert first == {"params": final["params"], "flops": final["flops"]}
     else:
         assert first_step == 1 and "params" not in first  # the dense model's size would mislead
+    # The step of the last report, announced before any: reaching it, the trial is never stopped early.
+    assert reporter.announced == (final["epochs"], 0)
+    assert max(step for step, _ in reporter.reports) == final["epochs"]

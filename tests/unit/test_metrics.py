@@ -20,6 +20,7 @@ kubenas_trial_metric{name="bad"} NaN
 # HELP kubenas_trial_step The trial's last reported step.
 # TYPE kubenas_trial_step gauge
 kubenas_trial_step 4
+kubenas_trial_final_step 10
 # HELP python_gc_objects_collected_total Objects collected.
 # TYPE python_gc_objects_collected_total counter
 python_gc_objects_collected_total{generation="0"} 12.0
@@ -28,8 +29,12 @@ python_gc_objects_collected_total{generation="0"} 12.0
 
 def test_parse_and_extract_trial_values() -> None:
     values = metrics.trial_values(metrics.parse_exposition(EXPOSITION))
-    assert values.step == 4
+    assert values.step == 4 and values.final_step == 10
     assert values.metrics == {"accuracy": 0.75, "loss": 0.31}
+
+
+def test_a_zero_final_step_is_an_unset_gauge_not_an_announcement() -> None:
+    assert metrics.trial_values(metrics.parse_exposition("kubenas_trial_final_step 0\n")).final_step is None
 
 
 def test_parse_refuses_garbage() -> None:
@@ -45,7 +50,9 @@ def test_parse_is_bounded() -> None:
 
 def test_promql_escapes_label_values() -> None:
     query = metrics.trial_query({"pod": 'a"b\\c', "namespace": "ns"})
-    assert query == '{__name__=~"kubenas_trial_metric|kubenas_trial_step",namespace="ns",pod="a\\"b\\\\c"}'
+    assert query == (
+        '{__name__=~"kubenas_trial_metric|kubenas_trial_step|kubenas_trial_final_step",namespace="ns",pod="a\\"b\\\\c"}'
+    )
 
 
 def respond(**kwargs: object) -> Callable[[web.Request], object]:
@@ -115,6 +122,6 @@ async def test_query_prometheus_api(serve) -> None:
     async with aiohttp.ClientSession() as session:
         values = await metrics.query_trial(session, base + "/ok", {"pod": "p"})
         assert (values.step, values.metrics) == (7, {"accuracy": 0.9})
-        assert seen == ['{__name__=~"kubenas_trial_metric|kubenas_trial_step",pod="p"}']
+        assert seen == ['{__name__=~"kubenas_trial_metric|kubenas_trial_step|kubenas_trial_final_step",pod="p"}']
         with pytest.raises(metrics.MetricsError, match="bad_data"):
             await metrics.query(session, base + "/bad", "up")

@@ -82,6 +82,12 @@ def promoted(t: api.Trial, rung: int) -> api.Trial:
     return t.model_copy(update={"status": t.status.model_copy(update={"rung": rung})})
 
 
+def announcing(t: api.Trial, final_step: int) -> api.Trial:
+    """``t`` having announced its final step, and reported up to its curve's last step."""
+    step = t.status.curve[-1].step if t.status.curve else None
+    return t.model_copy(update={"status": t.status.model_copy(update={"step": step, "final_step": final_step})})
+
+
 def failed(index: int) -> api.Trial:
     return trial(index, P.FAILED)
 
@@ -205,6 +211,15 @@ CASES = [
     ("median-spares-a-good-trial", experiment(stopping="median", max_trials=9),
      [*median_curves(), running(2, curve=[0.1, 0.95])], None,
      ["tell exp-0", "tell exp-1", "create exp-3"], E.RUNNING, None),
+    ("median-leaves-a-trial-at-its-final-step-to-finish", experiment(stopping="median", max_trials=9),
+     [*median_curves(), announcing(running(2, curve=[0.1, 0.2]), final_step=2)], None,
+     ["tell exp-0", "tell exp-1", "create exp-3"], E.RUNNING, None),
+    ("median-stops-a-trial-before-its-final-step", experiment(stopping="median", max_trials=9),
+     [*median_curves(), announcing(running(2, curve=[0.1, 0.2]), final_step=3)], None,
+     ["tell exp-0", "tell exp-1", "stop exp-2 EarlyStopped", "create exp-3", "create exp-4"], E.RUNNING, None),
+    ("asha-leaves-a-trial-at-its-final-step-to-finish", experiment(stopping="asha", max_trials=2),
+     [trial(0, P.SUCCEEDED, 0.9, curve=[0.9]), announcing(running(1, curve=[0.2]), final_step=1)], None,
+     ["tell exp-0"], E.RUNNING, None),
     ("early-stopping-waits-before-completing", experiment(stopping="asha", max_trials=2),
      [trial(0, P.SUCCEEDED, 0.9, curve=[0.9]), running(1, curve=[0.2])], None,
      ["tell exp-0", "stop exp-1 EarlyStopped"], E.RUNNING, None),
@@ -235,6 +250,16 @@ def test_a_trial_reporting_a_value_that_breaks_a_stop_early_constraint_is_stoppe
     assert [(s.name, s.reason) for s in stops] == [("exp-0", api.TrialReason.EARLY_STOPPED)]
     assert stops[0].message == "infeasible: params = 5000 reported while running, above the constraint's max 1000"
     assert len(result.of_type(plan.CreateTrial)) == 1  # its slot is refilled at once
+
+
+def test_an_infeasible_trial_at_its_final_step_is_left_to_finish() -> None:
+    objective = {"metric": "accuracy", "goal": "maximize", "constraints": [{"metric": "params", "max": 1000,
+                                                                           "stopEarly": True}]}
+    exp = experiment(max_trials=2, parallel=2, objective=objective)
+    t = announcing(running(0, curve=[0.5, 0.6]), final_step=2)
+    t = t.model_copy(update={"status": t.status.model_copy(update={"reported": {"params": 5000.0}})})
+    # Its training is done: a stop would save nothing and lose the result the search learns from.
+    assert plan.plan(exp, [t], NOW, search.Suggester(exp.spec)).of_type(plan.StopTrial) == []
 
 
 def test_an_infeasible_report_outranks_an_asha_promotion() -> None:

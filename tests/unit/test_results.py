@@ -186,6 +186,12 @@ def test_a_sample_adds_a_curve_point_only_for_a_new_step() -> None:
     assert results.with_sample(first, 2, {"loss": 0.1}, "acc", frozenset()).curve == first.curve
 
 
+def test_a_sample_records_the_final_step_the_trial_announced() -> None:
+    status = results.with_sample(api.TrialStatus(), 0, {}, "acc", frozenset(), final_step=12)
+    assert (status.step, status.final_step) == (0, 12)
+    assert results.with_sample(status, 1, {}, "acc", frozenset()).final_step == 12  # kept when not re-read
+
+
 def test_a_long_curve_thins_its_older_half() -> None:
     status = api.TrialStatus(curve=[api.CurvePoint(step=s, value=s) for s in range(1, api.MAX_CURVE_POINTS + 1)])
     thinned = results.with_sample(status, api.MAX_CURVE_POINTS + 1, {"acc": 1.0}, "acc", frozenset())

@@ -98,6 +98,7 @@ def test_report_serves_gauges() -> None:
 
     served = sdk.TrialReporter(port=_free_port(), address="127.0.0.1")
     try:
+        served.final_step(6)
         served.report(3, {"val loss": 0.25}, accuracy=0.75, ignored=float("inf"))
         served.report(4, accuracy=0.8)
         assert served.start_server() == served.bound_port  # started once
@@ -107,8 +108,25 @@ def test_report_serves_gauges() -> None:
     assert 'kubenas_trial_metric{name="accuracy"} 0.8' in body
     assert 'kubenas_trial_metric{name="val loss"} 0.25' in body
     assert "kubenas_trial_step 4.0" in body
+    assert "kubenas_trial_final_step 6.0" in body
     assert "ignored" not in body
     assert "python_gc" not in body  # a dedicated registry
+
+
+@pytest.mark.parametrize("step", [float("nan"), 0, "ten"])
+def test_final_step_must_be_a_positive_number(step: object) -> None:
+    with pytest.raises(ValueError, match="final step must be a number >= 1"):
+        sdk.TrialReporter(port=0).final_step(step)  # type: ignore[arg-type]
+
+
+def test_an_unannounced_final_step_is_not_served() -> None:
+    served = sdk.TrialReporter(port=_free_port(), address="127.0.0.1")
+    try:
+        served.report(1, accuracy=0.5)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{served.bound_port}/metrics", timeout=5).read().decode()
+    finally:
+        served.close()
+    assert "kubenas_trial_final_step" not in body  # a gauge's default 0 would read as "training is done"
 
 
 def test_metrics_port_env_validated(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
     import kubenas_trial
     params = kubenas_trial.parameters()
+    kubenas_trial.final_step(epochs)            # optional: the step the last report will carry
     kubenas_trial.report(epoch, accuracy=acc)   # every step; Prometheus gauges
     kubenas_trial.finish(accuracy=acc)          # once; the authoritative result
 """
@@ -182,6 +183,7 @@ class TrialReporter:
             registry=self.registry,
         )
         self._step = Gauge("kubenas_trial_step", "Latest step reported by the trial.", registry=self.registry)
+        self._final_step: Gauge | None = None  # registered when set: an unset gauge would read 0
         self._names: set[str] = set()
         self._lock = threading.Lock()
         self._server: Any = None
@@ -212,6 +214,23 @@ class TrialReporter:
             number = _finite_number(step)
             if number is not None:
                 self._step.set(number)
+
+    def final_step(self, step: int | float) -> None:
+        """Say which step the last report will carry (e.g. the number of epochs).
+
+        Optional. A trial that has reported this step is never stopped early: its training is
+        done, and stopping it between its last report and its exit would only lose its result.
+        """
+        number = _finite_number(step)
+        if number is None or number < 1:
+            raise ValueError(f"final step must be a number >= 1, got {step!r}")
+        self.start_server()
+        with self._lock:
+            if self._final_step is None:
+                self._final_step = Gauge(
+                    "kubenas_trial_final_step", "The step the trial's last report will carry.", registry=self.registry
+                )
+            self._final_step.set(number)
 
     def finish(self, metrics: Mapping[str, Any] | None = None, /, **named: Any) -> dict[str, Any]:
         """Write the final metrics to the termination log (≤ 4 KiB JSON) and return what was written."""
@@ -261,6 +280,11 @@ def default_reporter() -> TrialReporter:
 def report(step: int | float, metrics: Mapping[str, Any] | None = None, /, **named: Any) -> None:
     """Publish intermediate metrics for ``step`` as Prometheus gauges (server started on first call)."""
     default_reporter().report(step, metrics, **named)
+
+
+def final_step(step: int | float) -> None:
+    """Say which step the last report will carry; a trial that reached it is never stopped early."""
+    default_reporter().final_step(step)
 
 
 def finish(metrics: Mapping[str, Any] | None = None, /, **named: Any) -> dict[str, Any]:

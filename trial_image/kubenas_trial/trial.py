@@ -77,7 +77,9 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
     _log(log, f"data {_fmt(dataset.summary())}")
     _log(log, f"model {kind} params={models.count_parameters(model)}" + (" (distilling)" if teacher else ""))
 
-    if config["prune"] == "none":
+    pruned = config["prune"] != "none"
+    reporter.final_step(config["epochs"] + (config["finetune_epochs"] if pruned else 0))
+    if not pruned:
         # Known before training and final (nothing prunes the model): an experiment whose constraint on
         # them has stopEarly ends an infeasible trial now instead of after training it.
         reporter.report(0, static_costs(model, dataset.x_val[:1].cpu()))  # the model is still on the CPU
@@ -93,7 +95,7 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
     extra: dict[str, float] = {}
     step = config["epochs"]
 
-    if config["prune"] != "none":
+    if pruned:
         extra["accuracy_before_prune"] = trainer.evaluate("val", trainer.model)[1]
         compress.apply_pruning(trainer.model, config["prune"], config["prune_amount"])
         if trainer.channels_last:  # structured pruning created new layers

@@ -283,6 +283,11 @@ class TrialStatus(Model):
         description="Intermediate values of the early-stopping metric by step.",
     )
     step: int | None = Field(default=None, description="Last step reported.")
+    final_step: int | None = Field(
+        default=None,
+        description="The step the trial said its last report will carry (kubenas_trial_final_step); once the "
+        "trial has reported it, it is never stopped early.",
+    )
     reported: dict[str, float] = Field(
         default_factory=dict,
         max_length=MAX_METRICS,

@@ -57,7 +57,7 @@ async def poll(
     for (i, trial), got in zip(due, values, strict=True):
         if got is None or got.step is None:
             continue
-        status = results.with_sample(trial.status, got.step, got.metrics, name, watched)
+        status = results.with_sample(trial.status, got.step, got.metrics, name, watched, got.final_step)
         if status is not trial.status:
             await apply.write_status(ctx.kube, kube.TRIALS, raw_by_name[trial.name], status.to_wire())
             trials[i] = trial.model_copy(update={"status": status})

@@ -43,6 +43,7 @@ from kubenas.local.results import (
 )
 from kubenas.local.scrape import TrialScraper
 from kubenas.local.summary import print_summary
+from kubenas.metrics import TrialValues
 
 TICK_SECONDS = 0.5
 STOP_GRACE_SECONDS = 5.0
@@ -192,19 +193,20 @@ class LocalRunner:
 
     def _record_samples(self, name: str, scraper: TrialScraper) -> None:
         for sample in scraper.drain():
-            self._record_sample(name, sample.step, dict(sample.metrics))
+            self._record_sample(name, sample)
 
-    def _record_sample(self, name: str, step: int | None, metrics: dict[str, float]) -> None:
+    def _record_sample(self, name: str, sample: TrialValues) -> None:
         live = self.live[name]
-        live.metrics.update(metrics)
-        if step is None:
+        live.metrics.update(sample.metrics)
+        if sample.step is None:
             return
-        live.step = step
+        live.step = sample.step
         trial = self.trials[name]
-        if step == trial.status.step:
-            return
-        status = trial_results.with_sample(trial.status, step, metrics, self.metric, self.stop_early)
-        self._save(trial.model_copy(update={"status": status}))
+        status = trial_results.with_sample(
+            trial.status, sample.step, sample.metrics, self.metric, self.stop_early, sample.final_step
+        )
+        if status is not trial.status:
+            self._save(trial.model_copy(update={"status": status}))
 
     def _plan_and_act(self) -> None:
         trials = sorted(self.trials.values(), key=lambda t: t.spec.index)

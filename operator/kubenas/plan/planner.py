@@ -129,6 +129,9 @@ def _decide(
 
     stopping, promotions = _early_stops(spec, trials)
     stopping |= _infeasible_stops(spec, trials)  # "infeasible" says more than a rule's verdict
+    # Stopping a trial whose training is done saves nothing and loses its result.
+    by_name = {t.name: t for t in trials}
+    stopping = {name: stop for name, stop in stopping.items() if not trained_to_the_end(by_name[name])}
     promotions = tuple(p for p in promotions if p.name not in stopping)
     active = [t for t in trials if not t.phase.is_finished]
     occupied = sum(t.name not in stopping for t in active)
@@ -176,6 +179,12 @@ def _early_stops(
         for name, why in verdicts.stops.items()
     }
     return stops, tuple(PromoteTrial(name, rung) for name, rung in verdicts.promotions.items())
+
+
+def trained_to_the_end(trial: api.Trial) -> bool:
+    """The trial has reported the final step it announced: it is only finishing (evaluating, exporting)."""
+    step, final = trial.status.step, trial.status.final_step
+    return step is not None and final is not None and step >= final
 
 
 def _infeasible_stops(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> dict[str, StopTrial]:

@@ -1,6 +1,7 @@
 """A tiny trial for the local runner's tests: the trial contract through the real SDK, no torch.
 
     python stub_trial.py [--mode ok|crash|hang|no-objective|garbage] [--epochs N] [--sleep S] [--x VALUE]
+                         [--announce-final-step] [--linger S]
 
 Its accuracy is a smooth function of the parameters ``x`` (float) and ``layers`` (int),
 so a search has something to find; each epoch reports a fraction of it.
@@ -32,6 +33,8 @@ def main() -> int:
     parser.add_argument(
         "--hold-dir", default=None, help="wait while DIR/<pid> exists (a test's way to keep a trial alive)"
     )
+    parser.add_argument("--announce-final-step", action="store_true", help="kubenas_trial.final_step(epochs)")
+    parser.add_argument("--linger", type=float, default=0.0, help="seconds between the last report and the result")
     args = parser.parse_args()
     params = kubenas_trial.parameters()
     if args.x is not None and float(args.x) != float(params["x"]):
@@ -45,6 +48,8 @@ def main() -> int:
         while args.hold_dir and Path(args.hold_dir, str(os.getpid())).exists():
             time.sleep(0.05)
 
+    if args.announce_final_step:
+        kubenas_trial.final_step(args.epochs)
     kubenas_trial.report(0, params=1000 * int(params.get("layers", 1)))  # known before training
     for epoch in range(1, args.epochs + 1):
         kubenas_trial.report(epoch, accuracy=final * epoch / args.epochs)
@@ -54,6 +59,7 @@ def main() -> int:
             raise RuntimeError("boom: the stub trial crashed on purpose")
     if mode == "hang":
         time.sleep(3600)
+    time.sleep(args.linger)  # a real trainer's test evaluation, latency measurement, export
     hold()
     output = os.environ.get("KUBENAS_OUTPUT_DIR")
     if output:

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import psutil
+import pytest
 from kubenas import cli
 from run_helpers import child_env, kubenas_command, records, run_kubenas, start_kubenas, stub_manifest, wait_for
 
@@ -227,6 +228,26 @@ def test_a_stop_early_constraint_ends_an_infeasible_trial_before_it_trains(tmp_p
         assert r["message"].startswith("infeasible: params = 4000 reported while running"), r["message"]
         assert (r["steps"] or 0) < 4  # stopped before its last epoch, not trained to the end
     assert all(r["phase"] == "Succeeded" for r in light)
+
+
+@pytest.mark.parametrize("announce", [True, False], ids=["announced", "unannounced"])
+def test_a_trial_that_announced_its_final_step_is_not_stopped_while_finishing(
+    tmp_path: Path, write_manifest, announce: bool
+) -> None:
+    """One epoch, then 1.5 s before the result: the median rule would stop every trial worse than the first then."""
+    args = ["--epochs", "1", "--sleep", "0", "--linger", "1.5", *(["--announce-final-step"] if announce else [])]
+    document = stub_manifest("finishing", max_trials=4, parallel=1, args=args)
+    document["spec"]["earlyStopping"] = {"rule": "median", "minEpochs": 1, "minTrials": 1}
+    result = run_kubenas("run", str(write_manifest(document)), "--output", "runs", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = sorted(records(tmp_path / "runs" / "finishing"), key=lambda r: r["index"])
+    first = lines[0]["metrics"]["accuracy"]
+    if announce:
+        assert all(r["phase"] == "Succeeded" for r in lines), [(r["name"], r["phase"], r["message"]) for r in lines]
+        assert any(r["metrics"]["accuracy"] < first for r in lines[1:])  # some would have been stopped
+    else:
+        # The contrast: without the announcement the rule cannot tell finishing from training.
+        assert any(r["phase"] == "EarlyStopped" and r["steps"] == 1 for r in lines), lines
 
 
 def test_on_a_terminal_the_live_view_shows_progress_running_trials_and_the_best(tmp_path: Path, write_manifest) -> None:

@@ -27,6 +27,7 @@ class TrialEndpoint:
         self.step = 0
         self.accuracy = 0.0
         self.extra: dict[str, float] = {}
+        self.final_step: int | None = None
         self.port = free_port()
         self.runner: web.AppRunner | None = None
 
@@ -49,6 +50,8 @@ class TrialEndpoint:
             + "".join(f'kubenas_trial_metric{{name="{k}"}} {v}\n' for k, v in values.items())
             + f"# TYPE kubenas_trial_step gauge\nkubenas_trial_step {self.step}\n"
         )
+        if self.final_step is not None:
+            text += f"# TYPE kubenas_trial_final_step gauge\nkubenas_trial_final_step {self.final_step}\n"
         return web.Response(text=text, content_type="text/plain")
 
 
@@ -79,6 +82,17 @@ async def test_prometheus_curves_and_early_stopping(
         async with TrialEndpoint() as endpoint:
             pod = f"{job['metadata']['name']}-pod"  # the fake kubelet's pod name
             prometheus_server.add_target(f"127.0.0.1:{endpoint.port}", pod=pod, namespace=NAMESPACE)
+            if good:
+                endpoint.final_step = STEPS
+            elif index_of(job) == 3:
+                # A poor trial whose training ends at step 2: it reports it, then spends a while
+                # finishing (a test evaluation, an export). The rules must leave it to finish.
+                endpoint.final_step = 2
+                for step in (1, 2):
+                    endpoint.step, endpoint.accuracy = step, 0.1
+                    await asyncio.sleep(1.2)
+                await asyncio.sleep(8)
+                return metrics_result(accuracy=0.1)
             for step in range(1, 10_000):
                 endpoint.step, endpoint.accuracy = step, (0.8 + 0.01 * step if good else 0.1)
                 await asyncio.sleep(1.2)
@@ -96,8 +110,18 @@ async def test_prometheus_curves_and_early_stopping(
         await k.request("POST", EXP, body)
 
         stopped = await eventually(lambda: early_stopped(k), timeout=90)
+
+        async def finishing_trial_ended() -> dict[str, Any] | None:
+            trial = next((t for t in await k.items(TRIALS) if t["metadata"]["name"] == "exp-3"), None)
+            phase = ((trial or {}).get("status") or {}).get("phase")
+            return trial if phase in ("Succeeded", "EarlyStopped", "Failed") else None
+
+        finishing = await eventually(finishing_trial_ended, timeout=90)
+        assert finishing["status"]["phase"] == "Succeeded", finishing["status"]
+        assert finishing["status"]["finalStep"] == 2
         trials = {t["metadata"]["name"]: t for t in await k.items(TRIALS)}
         for name in ("exp-0", "exp-1"):
+            assert trials[name]["status"]["finalStep"] == STEPS
             curve = trials[name]["status"]["curve"]
             assert curve and [p["step"] for p in curve] == sorted({p["step"] for p in curve}), curve
             assert all(abs(p["value"] - (0.8 + 0.01 * p["step"])) < 1e-9 for p in curve), curve
@@ -106,7 +130,7 @@ async def test_prometheus_curves_and_early_stopping(
                 assert trials[name]["status"].get("rung", 0) >= 2, trials[name]["status"]
         assert stopped[0]["status"]["reason"] == "EarlyStopped"
         assert early_stopping["rule"] in stopped[0]["status"]["message"]
-        assert stopped[0]["metadata"]["name"] in ("exp-2", "exp-3")
+        assert stopped[0]["metadata"]["name"] == "exp-2"
         reasons = {e["reason"] for e in await k.items(EVENTS)}
         assert "TrialEarlyStopped" in reasons
         jobs = {j["metadata"]["name"] for j in await k.items(JOBS)}
