@@ -264,6 +264,14 @@ CASES = [
         ("min must not be greater than max",),
         base="pareto",
     ),
+    Case(
+        "stop-early-on-an-objective-metric",
+        {f"{OBJ}.constraints[1].stopEarly": True},
+        f"{OBJ}.constraints[1].stopEarly",
+        ("objective metric", "params or flops"),
+        base="pareto",
+        api_path=f"{OBJ}.constraints",
+    ),
     # --- budget, early stopping
     Case("parallel-above-max", {"spec.budget.parallelTrials": 13}, "spec.budget.parallelTrials", ("maxTrials",)),
     Case(

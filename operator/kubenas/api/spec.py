@@ -115,6 +115,13 @@ TARGET_NOT_PARETO = Rule(
     "targetValue cannot be used with strategy pareto (a Pareto front has no single value)",
     "targetValue",
 )
+STOP_EARLY_NOT_OBJECTIVE = Rule(
+    "!has(self.constraints) || self.constraints.all(c, !has(c.stopEarly) || !c.stopEarly || "
+    "(has(self.metric) ? c.metric != self.metric : !has(self.metrics) || !self.metrics.exists(m, m.name == c.metric)))",
+    "stopEarly cannot be set on a constraint on an objective metric: it changes as the trial trains, so trials "
+    "would be stopped on their first report; use it for values known before training, such as params or flops",
+    "constraints",
+)
 
 
 class Objective(Model):
@@ -131,6 +138,7 @@ class Objective(Model):
             WEIGHT_ONLY_WEIGHTED,
             WEIGHT_REQUIRED,
             TARGET_NOT_PARETO,
+            STOP_EARLY_NOT_OBJECTIVE,
         )
     )
 
@@ -178,6 +186,10 @@ class Objective(Model):
                 raise WEIGHT_REQUIRED.violation(f"metrics[{i}].weight")
         if self.target_value is not None and self.strategy == Strategy.PARETO:
             raise TARGET_NOT_PARETO.violation()
+        objective_names = {m.name for m in self.objective_metrics()}
+        for i, c in enumerate(self.constraints):
+            if c.stop_early and c.metric in objective_names:
+                raise STOP_EARLY_NOT_OBJECTIVE.violation(f"constraints[{i}].stopEarly")
         return self
 
     def objective_metrics(self) -> list[ObjectiveMetric]:
