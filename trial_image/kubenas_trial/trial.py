@@ -78,7 +78,8 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
     _log(log, f"model {kind} params={models.count_parameters(model)}" + (" (distilling)" if teacher else ""))
 
     pruned = config["prune"] != "none"
-    reporter.final_step(config["epochs"] + (config["finetune_epochs"] if pruned else 0))
+    last_step = config["epochs"] + (config["finetune_epochs"] if pruned else 0)
+    reporter.final_step(last_step)
     if not pruned:
         # Known before training and final (nothing prunes the model): an experiment whose constraint on
         # them has stopEarly ends an infeasible trial now instead of after training it.
@@ -93,7 +94,6 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
 
     result = trainer.fit(config["epochs"], on_epoch)
     extra: dict[str, float] = {}
-    step = config["epochs"]
 
     if pruned:
         extra["accuracy_before_prune"] = trainer.evaluate("val", trainer.model)[1]
@@ -104,11 +104,10 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
         extra["accuracy_before_finetune"] = trainer.evaluate("val", trainer.model)[1]
         if config["finetune_epochs"]:
             # Fine-tune eagerly: pruning hooks and replaced layers would defeat a compiled graph.
-            ft = trainer.fit(config["finetune_epochs"], on_epoch, first_epoch=step + 1,
+            ft = trainer.fit(config["finetune_epochs"], on_epoch, first_epoch=config["epochs"] + 1,
                              lr_scale=config["finetune_lr_scale"], model=trainer.model, warmup=False)
             result.samples += ft.samples
             result.seconds += ft.seconds
-            step += config["finetune_epochs"]
             compress.recalibrate_batchnorm(trainer.model, (xb for xb, _ in trainer.batches()))
         compress.make_permanent(trainer.model)
         extra["accuracy_after_finetune"] = trainer.evaluate("val", trainer.model)[1]
@@ -151,12 +150,12 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
         "latency_ms": latency,
         "model_size_bytes": cost.size_bytes(final_model),
         **extra,
-        "epochs": step,
+        "epochs": last_step,
         "train_seconds": result.seconds,
         "samples_per_second": result.samples_per_second,
         "wall_seconds": time.perf_counter() - started,
     }
-    reporter.report(step, final)
+    reporter.report(last_step, final)
     written = reporter.finish(final)
     _log(log, f"final {_fmt(written)}")
 

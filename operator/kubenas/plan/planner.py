@@ -130,8 +130,8 @@ def _decide(
     stopping, promotions = _early_stops(spec, trials)
     stopping |= _infeasible_stops(spec, trials)  # "infeasible" says more than a rule's verdict
     # Stopping a trial whose training is done saves nothing and loses its result.
-    by_name = {t.name: t for t in trials}
-    stopping = {name: stop for name, stop in stopping.items() if not trained_to_the_end(by_name[name])}
+    finishing = {t.name for t in trials if trained_to_the_end(t)}
+    stopping = {name: stop for name, stop in stopping.items() if name not in finishing}
     promotions = tuple(p for p in promotions if p.name not in stopping)
     active = [t for t in trials if not t.phase.is_finished]
     occupied = sum(t.name not in stopping for t in active)
