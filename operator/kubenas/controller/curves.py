@@ -81,7 +81,8 @@ async def _read(
         if spec.source == api.MetricsSource.DIRECT:
             if not seen.pod_ip:
                 return None
-            return await metrics.scrape_trial(ctx.http, f"http://{seen.pod_ip}:{spec.port}{spec.path}", timeout=timeout)
+            url = metrics.trial_url(seen.pod_ip, spec.port, spec.path)
+            return await metrics.scrape_trial(ctx.http, url, timeout=timeout)
         if ctx.settings.prometheus_url is None:
             return None
         label = ctx.settings.prometheus_trial_label

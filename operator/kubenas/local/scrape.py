@@ -1,16 +1,17 @@
 """Read a running trial's intermediate metrics straight from its ``/metrics`` endpoint (no Prometheus).
 
-Everything read from a trial is bounded: the connection has a deadline, the body a size
-limit, and anything that does not parse is ignored rather than trusted. Parsing is
-``kubenas.metrics``'s, shared with the operator's direct scrapes.
+Everything read from a trial is bounded: each request has a total deadline (connecting, the
+headers and the whole body), the body a size limit, and anything that does not parse is
+ignored rather than trusted. Reading and parsing are ``kubenas.metrics``'s, shared with the
+operator's direct scrapes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
+import asyncio
 import threading
-import time
+
+import aiohttp
 
 from kubenas import metrics
 
@@ -21,34 +22,28 @@ TIMEOUT_SECONDS = 1.0
 def scrape(
     port: int, path: str = "/metrics", host: str = "127.0.0.1", timeout: float = TIMEOUT_SECONDS
 ) -> metrics.TrialValues | None:
-    """The trial's step and metrics at ``http://host:port/path``.
+    """The trial's step and metrics at ``http://host:port/path``, in one request of its own.
 
     None when the trial does not answer (yet), answers an error, garbage, more than
     ``MAX_BYTES`` or takes longer than ``timeout`` seconds in all.
     """
-    deadline = time.monotonic() + timeout
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+
+    async def once() -> metrics.TrialValues | None:
+        async with aiohttp.ClientSession() as session:
+            return await scrape_with(session, port, path, host, timeout)
+
+    return asyncio.run(once())
+
+
+async def scrape_with(
+    session: aiohttp.ClientSession, port: int, path: str, host: str = "127.0.0.1", timeout: float = TIMEOUT_SECONDS
+) -> metrics.TrialValues | None:
+    """:func:`scrape` over an open session."""
     try:
-        conn.request("GET", path, headers={"Accept": "text/plain"})
-        response = conn.getresponse()
-        if response.status != 200:
-            return None
-        body = bytearray()
-        while len(body) <= MAX_BYTES:
-            if time.monotonic() > deadline:
-                return None
-            chunk = response.read(64 * 1024)
-            if not chunk:
-                break
-            body += chunk
-        if len(body) > MAX_BYTES:
-            return None
-        return metrics.trial_values(metrics.parse_exposition(body.decode("utf-8", errors="replace")))
-    except (OSError, http.client.HTTPException, metrics.MetricsError, ValueError):
+        text = await metrics.scrape(session, metrics.trial_url(host, port, path), timeout=timeout, max_bytes=MAX_BYTES)
+        return metrics.trial_values(metrics.parse_exposition(text))
+    except metrics.MetricsError:
         return None
-    finally:
-        with contextlib.suppress(OSError):
-            conn.close()
 
 
 class TrialScraper:
@@ -67,6 +62,7 @@ class TrialScraper:
         self.port = port
         self.path = path
         self.interval = interval
+        self.timeout = min(TIMEOUT_SECONDS, interval * 5)
         self._lock = threading.Lock()
         self._pending: list[metrics.TrialValues] = []
         self._last_step: int | None = None
@@ -75,17 +71,24 @@ class TrialScraper:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            values = scrape(self.port, self.path, timeout=min(TIMEOUT_SECONDS, self.interval * 5))
-            if values is not None:
-                with self._lock:
-                    # Keep one sample per new step, and always the latest (metrics may move within a step).
-                    if self._pending and values.step == self._last_step:
-                        self._pending[-1] = values
-                    else:
-                        self._pending.append(values)
-                    self._last_step = values.step
-            self._stop.wait(self.interval)
+        asyncio.run(self._scrape_until_stopped())
+
+    async def _scrape_until_stopped(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            while not self._stop.is_set():
+                values = await scrape_with(session, self.port, self.path, timeout=self.timeout)
+                if values is not None:
+                    self._keep(values)
+                await asyncio.sleep(self.interval)
+
+    def _keep(self, values: metrics.TrialValues) -> None:
+        with self._lock:
+            # Keep one sample per new step, and always the latest (metrics may move within a step).
+            if self._pending and values.step == self._last_step:
+                self._pending[-1] = values
+            else:
+                self._pending.append(values)
+            self._last_step = values.step
 
     def drain(self) -> list[metrics.TrialValues]:
         """The samples seen since the last call, oldest first (at most one per step)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import socket
 import sys
 import threading
 import time
@@ -21,7 +22,7 @@ from kubenas.local.processes import (
     local_argv,
     threads_per_trial,
 )
-from kubenas.local.scrape import MAX_BYTES, scrape
+from kubenas.local.scrape import MAX_BYTES, TrialScraper, scrape
 from kubenas_trial import TrialReporter
 
 # A trial that starts a grandchild in its own group and waits: both must end together.
@@ -154,3 +155,89 @@ def test_scrape_refuses_oversized_or_garbage_answers(body: bytes) -> None:
 def test_scrape_of_a_closed_port_is_none() -> None:
     port = PortAllocator().acquire()
     assert scrape(port, timeout=0.5) is None
+
+
+class Drip:
+    """A raw HTTP endpoint on 127.0.0.1 that sends a scripted answer in pieces, pausing between them."""
+
+    def __init__(self, pieces: list[bytes], pause: float) -> None:
+        self.pieces = pieces
+        self.pause = pause
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.closed = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.closed.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            try:
+                for piece in self.pieces:
+                    conn.sendall(piece)
+                    if self.closed.wait(self.pause):
+                        return
+            except OSError:  # the scraper gave up and closed: what a deadline does
+                return
+
+    def close(self) -> None:
+        self.closed.set()
+        self.server.close()
+
+
+def http_answer(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+
+
+def test_the_local_scrape_reads_a_slow_answer_in_many_chunks_to_its_end() -> None:
+    """Up to the cap, every byte is read: the step after ~256 KiB of padding, split "12" | "3", is 123, not 12."""
+    padding = b"# padding line of a large exposition\n" * ((MAX_BYTES - 200) // 37)
+    head = http_answer(padding + b"kubenas_trial_step 123\n")[:-2]
+    drip = Drip([*(head[i : i + 4096] for i in range(0, len(head), 4096)), b"3\n"], pause=0.001)
+    try:
+        assert len(padding) > MAX_BYTES - 300
+        values = scrape(drip.port, timeout=10)
+        assert values is not None and values.step == 123
+        scraper = TrialScraper(drip.port, interval=0.2)  # each scrape may take 1 s: the runner's own deadline
+        try:
+            recorded: list = []
+            deadline = time.monotonic() + 20
+            while not recorded and time.monotonic() < deadline:
+                time.sleep(0.05)
+                recorded = scraper.drain()
+        finally:
+            scraper.stop()
+    finally:
+        drip.close()
+    assert recorded and recorded[0].step == 123
+
+
+def test_the_local_scrape_refuses_an_answer_over_its_cap_sent_in_pieces() -> None:
+    answer = http_answer(b"#" * (MAX_BYTES + 1))
+    drip = Drip([answer[i : i + 4096] for i in range(0, len(answer), 4096)], pause=0)
+    try:
+        assert scrape(drip.port, timeout=10) is None
+    finally:
+        drip.close()
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [[b"H"] * 600, [http_answer(b"kubenas_trial_step 1\n")[:60], *[b"x"] * 600]],
+    ids=["headers-a-byte-at-a-time", "body-a-byte-at-a-time"],
+)
+def test_a_slow_loris_trial_holds_the_local_scrape_no_longer_than_its_deadline(pieces: list[bytes]) -> None:
+    drip = Drip(pieces, pause=0.05)  # 30 s of dribble, each read well inside any per-read timeout
+    started = time.monotonic()
+    try:
+        assert scrape(drip.port, timeout=0.5) is None
+    finally:
+        drip.close()
+    assert time.monotonic() - started < 5
