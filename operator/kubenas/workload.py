@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kubenas import api
+from kubenas import api, podpolicy
 
 LABEL_EXPERIMENT = "kubenas.io/experiment"
 LABEL_TRIAL = "kubenas.io/trial"
@@ -131,7 +131,9 @@ def build_job(experiment: api.Experiment, trial: api.Trial) -> dict[str, Any]:
     """The batch/v1 Job that runs ``trial``, owned by the Trial.
 
     The first container of the template is the trial; user settings win over the
-    secure defaults, but the ``KUBENAS_*`` contract variables always win over the user's.
+    secure defaults (merged field by field, :func:`podpolicy.apply_defaults`; whether the
+    template may set them is the policy's check, not the builder's), but the ``KUBENAS_*``
+    contract variables always win over the user's.
     """
     spec = experiment.spec
     template = spec.trial_template
@@ -151,11 +153,6 @@ def build_job(experiment: api.Experiment, trial: api.Trial) -> dict[str, Any]:
 
     pod_spec = copy.deepcopy(template.spec)
     pod_spec["restartPolicy"] = "Never"
-    pod_spec["securityContext"] = {
-        "runAsNonRoot": True,
-        "seccompProfile": {"type": "RuntimeDefault"},
-        **(pod_spec.get("securityContext") or {}),
-    }
     pod_spec["volumes"] = [v for v in pod_spec.get("volumes") or [] if v.get("name") != PARAMETERS_VOLUME]
     pod_spec["volumes"].append(_parameters_volume())
     containers = pod_spec.get("containers") or []
@@ -167,6 +164,7 @@ def build_job(experiment: api.Experiment, trial: api.Trial) -> dict[str, Any]:
         env["KUBENAS_OUTPUT_DIR"] = output_dir
     containers[0] = _trial_container(containers[0], env, params, port)
     pod_spec["containers"] = containers
+    pod_spec = podpolicy.apply_defaults(pod_spec)
 
     trial_raw = {"apiVersion": api.API_VERSION, "kind": "Trial", "metadata": trial.metadata.model_dump(by_alias=True)}
     job_spec: dict[str, Any] = {
@@ -236,8 +234,4 @@ def _trial_container(
     mounts = [m for m in c.get("volumeMounts") or [] if m.get("name") != PARAMETERS_VOLUME]
     mounts.append({"name": PARAMETERS_VOLUME, "mountPath": PARAMETERS_DIR, "readOnly": True})
     c["volumeMounts"] = mounts
-    security = dict(c.get("securityContext") or {})
-    security.setdefault("allowPrivilegeEscalation", False)
-    security.setdefault("capabilities", {"drop": ["ALL"]})
-    c["securityContext"] = security
     return c

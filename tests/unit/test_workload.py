@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubenas import api, workload
+from kubenas import api, podpolicy, workload
 
 
 def make_experiment(**template: Any) -> api.Experiment:
@@ -119,18 +119,30 @@ def test_job_defaults() -> None:
     assert "activeDeadlineSeconds" not in job["spec"]
 
 
-def test_secure_defaults_user_can_override() -> None:
+def test_plain_template_gets_the_restricted_defaults() -> None:
     pod = workload.build_job(make_experiment(), make_trial())["spec"]["template"]["spec"]
     assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
-    sc = pod["containers"][0]["securityContext"]
-    assert sc == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    assert pod["automountServiceAccountToken"] is False
+    c = pod["containers"][0]
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert {"name": podpolicy.SCRATCH_VOLUME, "mountPath": "/tmp"} in c["volumeMounts"]
+    assert {"name": podpolicy.SCRATCH_VOLUME, "emptyDir": {}} in pod["volumes"]
 
+
+def test_secure_defaults_merge_with_user_fields() -> None:
     exp = make_experiment()
     exp.spec.trial_template.spec["securityContext"] = {"runAsNonRoot": False}
-    exp.spec.trial_template.spec["containers"][0]["securityContext"] = {"capabilities": {"add": ["SYS_PTRACE"]}}
+    exp.spec.trial_template.spec["containers"][0]["securityContext"] = {"capabilities": {"add": ["NET_BIND_SERVICE"]}}
+    exp.spec.trial_template.spec["initContainers"] = [{"name": "fetch", "image": "busybox"}]
     pod = workload.build_job(exp, make_trial())["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] is False
-    assert pod["containers"][0]["securityContext"]["capabilities"] == {"add": ["SYS_PTRACE"]}
+    assert pod["securityContext"] == {"runAsNonRoot": False, "seccompProfile": {"type": "RuntimeDefault"}}
+    capabilities = pod["containers"][0]["securityContext"]["capabilities"]
+    assert capabilities == {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]}
+    assert pod["initContainers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_builder_is_pure() -> None:
