@@ -2,7 +2,10 @@
 
 Parameters reach the trial three ways (DESIGN.md §3): JSON in env ``KUBENAS_PARAMETERS``,
 a downward-API file projected from a pod annotation, and ``${parameters.NAME}`` inside
-individual ``command``/``args`` items (never through a shell string).
+individual ``command``/``args`` items (never through a shell string). The kubelet expands
+``$(VAR)`` and ``$$`` in env values, command and args, so the Job builder escapes every ``$``
+of a value it puts there (:func:`kubelet_escape`): each route delivers the same bytes.
+The local runner runs no kubelet and uses the same functions without that step.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kubenas import api, podpolicy
@@ -39,17 +42,31 @@ def format_value(value: api.ParameterValue) -> str:
     return str(value)
 
 
-def substitute_args(args: Sequence[str], parameters: Mapping[str, api.ParameterValue]) -> list[str]:
-    """Replace ``${parameters.NAME}`` inside each arg with the parameter's value.
+def kubelet_escape(text: str) -> str:
+    """``text`` as an env value, command or arg item the kubelet turns back into ``text``.
+
+    The kubelet replaces ``$(VAR)`` by VAR's value and ``$$`` by ``$`` there, so each ``$`` doubles.
+    """
+    return text.replace("$", "$$")
+
+
+def substitute_args(
+    args: Sequence[str],
+    parameters: Mapping[str, api.ParameterValue],
+    *,
+    encode: Callable[[str], str] = str,
+) -> list[str]:
+    """Replace ``${parameters.NAME}`` inside each arg with the parameter's value, passed through ``encode``.
 
     Each arg stays one argv item whatever the value contains, so no shell ever parses
     a value. A name that is not in ``parameters`` (an inactive conditional parameter)
-    becomes the empty string; ``$${parameters.NAME}`` escapes to the literal text.
+    becomes the empty string; ``$${parameters.NAME}`` escapes to the literal text. Only the
+    values are encoded (the Job builder passes :func:`kubelet_escape`), never the template's text.
     """
 
     def one(arg: str) -> str:
         parts = arg.split("$${")
-        done = [_PLACEHOLDER.sub(lambda m: _lookup(parameters, m.group(1)), part) for part in parts]
+        done = [_PLACEHOLDER.sub(lambda m: encode(_lookup(parameters, m.group(1))), part) for part in parts]
         return "${".join(done)
 
     return [one(str(arg)) for arg in args]
@@ -214,7 +231,7 @@ def _trial_container(
     c = dict(container)
     for key in ("command", "args"):
         if c.get(key):
-            c[key] = substitute_args(c[key], params)
+            c[key] = substitute_args(c[key], params, encode=kubelet_escape)
     termination_path = c.setdefault("terminationMessagePath", TERMINATION_LOG)
     # A crash before the trial writes its result still leaves the log tail for `kubectl describe`.
     c.setdefault("terminationMessagePolicy", "FallbackToLogsOnError")
@@ -224,7 +241,8 @@ def _trial_container(
         "KUBENAS_TERMINATION_LOG": termination_path,
     }
     user_env = [e for e in c.get("env") or [] if e.get("name") not in ours]
-    c["env"] = user_env + [{"name": k, "value": v} for k, v in ours.items()]
+    # Our values are data (parameters, paths), never references to other variables.
+    c["env"] = user_env + [{"name": k, "value": kubelet_escape(v)} for k, v in ours.items()]
     ports = list(c.get("ports") or [])
     if not any(p.get("containerPort") == port for p in ports):
         taken = any(p.get("name") == METRICS_PORT_NAME for p in ports)
