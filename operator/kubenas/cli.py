@@ -19,6 +19,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check Experiment manifests as the cluster and operator would")
     validate.add_argument("files", nargs="+", help="YAML files (- for standard input)")
+    validate.add_argument(
+        "--policy",
+        metavar="FILE",
+        default=None,
+        help="trial pod policies: the chart's trialPodPolicy value, or a values file holding it "
+        "(default: restricted in every namespace)",
+    )
 
     run = sub.add_parser("run", help="run an Experiment locally, with no cluster")
     run.add_argument("file", help="Experiment manifest")
@@ -49,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "validate":
         from kubenas import validation
 
-        return validation.main(args.files)
+        return validation.main(args.files, policy_file=args.policy)
     if args.command == "run":
         from kubenas.local import runner
 

@@ -3,6 +3,8 @@
 Every problem is reported as ``FILE: spec.path.to.field: what is wrong``; bad input of any
 kind (not YAML, not a mapping, too large, too deeply nested, unreadable) is a problem too,
 never a traceback. :func:`validate_document` is the reusable core (the local runner calls it).
+The trial pod policy is checked against the restricted default, or the policy of ``--policy FILE``
+(the chart's ``trialPodPolicy`` value) for the manifest's namespace.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from kubenas import api
+from kubenas import api, podpolicy
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 64
@@ -67,8 +69,12 @@ def join_path(base: str, relative: str) -> str:
 # --------------------------------------------------------------------------- documents
 
 
-def validate_document(doc: Any) -> list[Problem]:
-    """Every problem with one parsed YAML document (an Experiment or a Trial); [] when valid."""
+def validate_document(doc: Any, policies: podpolicy.Policies | None = podpolicy.RESTRICTED) -> list[Problem]:
+    """Every problem with one parsed YAML document (an Experiment or a Trial); [] when valid.
+
+    ``policies``: the trial pod policies the operator enforces (the document's namespace picks one);
+    None checks no pod policy (the local runner, which starts no pod).
+    """
     if not isinstance(doc, dict):
         return [Problem("", f"expected a Kubernetes object (a mapping), got {_type_name(doc)}")]
     shape = _shape_problem(doc)
@@ -87,7 +93,8 @@ def validate_document(doc: Any) -> list[Problem]:
     except ValidationError as error:
         return pydantic_problems(error)
     if isinstance(parsed, api.Experiment):
-        return experiment_problems(parsed.spec)
+        policy = None if policies is None else policies.for_namespace(parsed.metadata.namespace)
+        return experiment_problems(parsed.spec, policy)
     return []
 
 
@@ -137,10 +144,15 @@ def pydantic_problems(error: ValidationError) -> list[Problem]:
 # --------------------------------------------------------------------------- what only the operator checks
 
 
-def experiment_problems(spec: api.ExperimentSpec) -> list[Problem]:
-    """Checks beyond the CRD: the pod template, the algorithm, substitutions, ``when`` cycles."""
+def experiment_problems(spec: api.ExperimentSpec, pod_policy: podpolicy.Policy | None) -> list[Problem]:
+    """Checks beyond the CRD: the pod template and its pod policy, the algorithm, substitutions, ``when`` cycles.
+
+    ``pod_policy``: what the operator lets trial pods of the experiment's namespace ask for
+    (None: not checked).
+    """
     return [
         *trial_template_problems(spec.trial_template),
+        *([] if pod_policy is None else pod_policy_problems(spec.trial_template, pod_policy)),
         *algorithm_problems(spec.algorithm),
         *substitution_problems(spec),
         *when_cycle_problems(spec.parameters),
@@ -167,6 +179,14 @@ def trial_template_problems(template: api.TrialTemplate) -> list[Problem]:
     errors = sorted(_pod_template_validator().iter_errors(pod_template), key=lambda e: [str(p) for p in e.path])
     return [
         Problem(join_path("spec.trialTemplate", format_path(list(e.absolute_path))), _schema_message(e)) for e in errors
+    ]
+
+
+def pod_policy_problems(template: api.TrialTemplate, policy: podpolicy.Policy) -> list[Problem]:
+    """What the template asks for beyond ``policy``, once the operator's secure defaults are merged in."""
+    pod_template = {"metadata": template.metadata or {}, "spec": podpolicy.apply_defaults(template.spec)}
+    return [
+        Problem(join_path("spec.trialTemplate", v.path), v.message) for v in podpolicy.violations(pod_template, policy)
     ]
 
 
@@ -269,7 +289,25 @@ def parse_documents(text: str) -> tuple[list[Any], str | None]:
     return docs, None
 
 
-def check_file(name: str) -> Iterator[tuple[str, list[Problem]]]:
+def load_policies(name: str) -> tuple[podpolicy.Policies | None, str | None]:
+    """The trial pod policies in a YAML file (the chart's ``trialPodPolicy`` value, or a values file
+    holding it), or why they cannot be read."""
+    text, problem = read_source(name)
+    if text is None:
+        return None, problem
+    docs, problem = parse_documents(text)
+    if problem:
+        return None, problem
+    data = docs[0]
+    if isinstance(data, dict) and podpolicy.CHART_VALUE in data:
+        data = data[podpolicy.CHART_VALUE]
+    try:
+        return podpolicy.parse_policies(data), None
+    except ValueError as error:
+        return None, str(error)
+
+
+def check_file(name: str, policies: podpolicy.Policies = podpolicy.RESTRICTED) -> Iterator[tuple[str, list[Problem]]]:
     """(label, problems) for each document of a file; the label names the document if there are several."""
     text, problem = read_source(name)
     if text is None:
@@ -282,16 +320,23 @@ def check_file(name: str) -> Iterator[tuple[str, list[Problem]]]:
     for number, doc in enumerate(docs, start=1):
         label = f"{name}#{number}" if len(docs) > 1 else name
         try:
-            yield label, validate_document(doc)
+            yield label, validate_document(doc, policies)
         except RecursionError:
             yield label, [Problem("", f"nested more than {MAX_DEPTH} levels deep")]
 
 
-def main(files: Sequence[str]) -> int:
-    """Validate every document of every file; print one line per problem. 0 if all are valid, else 1."""
+def main(files: Sequence[str], policy_file: str | None = None) -> int:
+    """Validate every document of every file; print one line per problem. 0 if all are valid, else 1
+    (2: the policy file is unusable)."""
+    policies: podpolicy.Policies | None = podpolicy.RESTRICTED
+    if policy_file is not None:
+        policies, problem = load_policies(policy_file)
+        if policies is None:
+            print(f"{policy_file}: {problem}")
+            return 2
     failed = False
     for name in files:
-        for label, problems in check_file(name):
+        for label, problems in check_file(name, policies):
             if problems:
                 failed = True
                 for problem in problems:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -158,6 +160,74 @@ def test_trial_documents_are_validated_too() -> None:
     }
     problems = validation.validate_document(trial)
     assert [p.path for p in problems] == ["spec.index"]
+
+
+# --------------------------------------------------------------------------- the trial pod policy
+
+
+def privileged_in(namespace: str | None) -> dict[str, Any]:
+    doc = copy.deepcopy(VALID["single"])
+    doc["metadata"].pop("namespace", None)
+    if namespace:
+        doc["metadata"]["namespace"] = namespace
+    doc["spec"]["trialTemplate"]["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    doc["spec"]["trialTemplate"]["spec"]["serviceAccountName"] = "deployer"
+    return doc
+
+
+def test_pod_policy_is_checked_against_restricted_by_default() -> None:
+    problems = validation.validate_document(privileged_in("ml"))
+    assert [(p.path, p.message) for p in problems] == [
+        (
+            "spec.trialTemplate.spec.containers[0].securityContext.privileged",
+            "privileged: true is forbidden by the restricted trial pod policy; "
+            "allow it with the chart value trialPodPolicy.namespaces.ml.level: privileged",
+        ),
+        (
+            "spec.trialTemplate.spec.serviceAccountName",
+            "serviceAccountName 'deployer' is forbidden by the restricted trial pod policy; "
+            "allow it with the chart value trialPodPolicy.namespaces.ml.serviceAccounts: [deployer]",
+        ),
+    ]
+    assert validation.validate_document(privileged_in("ml"), policies=None) == []  # the local runner's check
+
+
+POLICY_VALUES = {"namespaces": {"ml": {"level": "privileged", "serviceAccounts": ["deployer"]}}}
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["policy-value", "chart-values-file"])
+def test_policy_file_relaxes_its_namespaces_only(
+    wrapped: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    values = {"trialPodPolicy": POLICY_VALUES, "replicas": 1} if wrapped else POLICY_VALUES
+    policy = write(tmp_path, "policy.yaml", yaml.safe_dump(values))
+    relaxed = write(tmp_path, "ml.yaml", yaml.safe_dump(privileged_in("ml")))
+    other = write(tmp_path, "other.yaml", yaml.safe_dump(privileged_in("other")))
+    unnamed = write(tmp_path, "none.yaml", yaml.safe_dump(privileged_in(None)))
+    assert cli.main(["validate", "--policy", policy, relaxed, other, unnamed]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{relaxed}: valid"
+    assert sum(line.startswith(f"{other}: ") for line in lines) == 2
+    assert f"{unnamed}: spec.trialTemplate.spec.containers[0].securityContext.privileged: " in lines[-2]
+    assert lines[-2].endswith("trialPodPolicy.namespaces.<namespace>.level: privileged")
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("namespaces: {ml: lax}\n", "trialPodPolicy.namespaces.ml.level must be one of"),
+        ("[unclosed\n", "not valid YAML"),
+    ],
+    ids=["bad-level", "not-yaml"],
+)
+def test_unusable_policy_file_exits_2(
+    text: str, complaint: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = write(tmp_path, "policy.yaml", text)
+    manifest = write(tmp_path, "x.yaml", yaml.safe_dump(VALID["single"]))
+    assert validation.main([manifest], policy_file=policy) == 2
+    out = capsys.readouterr().out
+    assert out.startswith(f"{policy}: ") and complaint in out, out
 
 
 # --------------------------------------------------------------------------- examples

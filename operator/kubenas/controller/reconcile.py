@@ -176,7 +176,8 @@ def _plan(ctx: Context, experiment: api.Experiment, trials: list[api.Trial], now
     if checked not in ctx.spec_problems:
         if len(ctx.spec_problems) > 1000:  # a cache: forgetting only costs a re-validation
             ctx.spec_problems.clear()
-        ctx.spec_problems[checked] = _problems_text(validation.experiment_problems(experiment.spec))
+        pod_policy = ctx.settings.trial_pod_policy.for_namespace(experiment.metadata.namespace)
+        ctx.spec_problems[checked] = _problems_text(validation.experiment_problems(experiment.spec, pod_policy))
     if ctx.spec_problems[checked]:
         return plan.invalid_plan(experiment, ctx.spec_problems[checked], now, trials)
     suggester = None

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from kubenas import podpolicy
+
+TRIAL_POD_POLICY_ENV = "KUBENAS_TRIAL_POD_POLICY"
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,8 @@ class Settings:
         metrics_port: port of the operator's own Prometheus ``/metrics`` (0: not served).
         metrics_host: address that port listens on.
         watcher_grace_seconds: how long after start too few kopf watch streams is not yet a liveness failure.
+        trial_pod_policy: what trial pod templates may ask for, per namespace (docs/security.md);
+            JSON in ``KUBENAS_TRIAL_POD_POLICY``, the chart's ``trialPodPolicy`` value. Default: restricted.
         test_api_url: tests only: an insecure API server URL to log in to (the kmock emulator).
     """
 
@@ -46,6 +53,7 @@ class Settings:
     metrics_port: int = 8081
     metrics_host: str = "0.0.0.0"
     watcher_grace_seconds: float = 30.0
+    trial_pod_policy: podpolicy.Policies = field(default_factory=podpolicy.Policies)
     test_api_url: str | None = None
 
     @classmethod
@@ -80,5 +88,16 @@ class Settings:
             metrics_port=int(number("KUBENAS_OPERATOR_METRICS_PORT", cls.metrics_port)),
             metrics_host=env.get("KUBENAS_OPERATOR_METRICS_HOST") or cls.metrics_host,
             watcher_grace_seconds=number("KUBENAS_WATCHER_GRACE_SECONDS", cls.watcher_grace_seconds),
+            trial_pod_policy=_trial_pod_policy(env.get(TRIAL_POD_POLICY_ENV)),
             test_api_url=env.get("KUBENAS_TEST_API_URL") or None,
         )
+
+
+def _trial_pod_policy(raw: str | None) -> podpolicy.Policies:
+    """The policies in ``KUBENAS_TRIAL_POD_POLICY`` (JSON); unset or empty: restricted everywhere."""
+    if not raw:
+        return podpolicy.RESTRICTED
+    try:
+        return podpolicy.parse_policies(json.loads(raw))
+    except ValueError as err:  # json.JSONDecodeError is a ValueError too
+        raise ValueError(f"{TRIAL_POD_POLICY_ENV}: {err}") from None

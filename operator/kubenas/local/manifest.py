@@ -39,7 +39,9 @@ def load_experiment(path: Path) -> tuple[api.Experiment, str]:
 
 
 def _validation_errors(document: dict[str, Any]) -> list[str]:
-    return [f"{p.path}: {p.message}" if p.path else p.message for p in validation.validate_document(document)]
+    # No trial pod policy: a local run starts processes, never a pod (the operator checks it in the cluster).
+    problems = validation.validate_document(document, policies=None)
+    return [f"{p.path}: {p.message}" if p.path else p.message for p in problems]
 
 
 def same_search(run_dir: RunDirectory, experiment: api.Experiment) -> bool:

@@ -6,7 +6,9 @@ import asyncio
 import json
 from typing import Any
 
-from kmock_cluster import Emulator, Kubelet, Outcome, metrics_result
+import pytest
+from kmock_cluster import NAMESPACE, Emulator, Kubelet, Outcome, metrics_result
+from kubenas.controller import settings
 from operator_harness import (
     CONFIGMAPS,
     EVENTS,
@@ -115,7 +117,12 @@ async def test_invalid_spec_gets_valid_false_without_retry_loop(cluster: Emulato
         bad_model["spec"]["parameters"] = [{"name": "width", "type": "int", "min": 10, "max": 1}]
         await k.request("POST", EXP, bad_model)
         await k.request("POST", EXP, experiment("bad-algo", algorithm={"name": "NoSuchOptimizer"}))
-        for name, needle in [("bad-model", "parameters"), ("bad-algo", "NoSuchOptimizer")]:
+        await k.request("POST", EXP, experiment("bad-pod", trialTemplate=PRIVILEGED_TEMPLATE))
+        refused = (
+            "spec.trialTemplate.spec.containers[0].securityContext.privileged: privileged: true is forbidden by the "
+            f"restricted trial pod policy; allow it with the chart value trialPodPolicy.namespaces.{NAMESPACE}.level"
+        )
+        for name, needle in [("bad-model", "parameters"), ("bad-algo", "NoSuchOptimizer"), ("bad-pod", refused)]:
             status = await eventually(lambda name=name: finished(k, name))
             valid = next(c for c in status["conditions"] if c["type"] == "Valid")
             assert (status["phase"], status["reason"]) == ("Failed", "InvalidSpec")
@@ -124,6 +131,32 @@ async def test_invalid_spec_gets_valid_false_without_retry_loop(cluster: Emulato
         await asyncio.sleep(1.5)  # three resync periods
         assert cluster.writes[writes:] == []
         assert await k.items(TRIALS) == []
+
+
+PRIVILEGED_TEMPLATE = {
+    "retain": True,
+    "spec": {"containers": [{"name": "trial", "image": "kubenas/trial:test", "securityContext": {"privileged": True}}]},
+}
+
+
+async def test_trial_pod_policy_is_relaxed_per_namespace(
+    cluster: Emulator, operator: Operator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    relaxed = {"namespaces": {NAMESPACE: {"level": "privileged"}}}
+    monkeypatch.setenv(settings.TRIAL_POD_POLICY_ENV, json.dumps(relaxed))
+    await operator.start()
+    async with Kubelet(str(cluster.url), by_width) as k:
+        await k.request("POST", EXP, experiment(trialTemplate=PRIVILEGED_TEMPLATE))
+        status = await eventually(lambda: finished(k), timeout=30)
+        assert (status["phase"], status["reason"]) == ("Succeeded", "BudgetSpent")
+        pod = (await k.items(JOBS))[0]["spec"]["template"]["spec"]
+        # The template's own field wins; the other defaults are still merged in.
+        assert pod["containers"][0]["securityContext"] == {
+            "privileged": True,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        assert pod["automountServiceAccountToken"] is False
 
 
 async def count(k: Kubelet, path: str) -> int:
