@@ -192,3 +192,4 @@ class CompletionReason(StrEnum):
     TOO_MANY_FAILURES = "TooManyFailures"
     INVALID_SPEC = "InvalidSpec"
     NO_SUCCESSFUL_TRIAL = "NoSuccessfulTrial"
+    INVALID_TEMPLATE = "InvalidTemplate"

@@ -52,6 +52,23 @@ class Gone(ApiError):
     """410: the resourceVersion is too old."""
 
 
+def is_transient(err: BaseException) -> bool:
+    """Whether retrying the same request later may succeed.
+
+    Network errors, timeouts, 5xx, 429 and a quota that is full for now are transient; any
+    other 4xx is the server refusing the request itself (invalid, forbidden), so retrying
+    the same body gives the same answer.
+    """
+    if isinstance(err, ApiError):
+        return err.status >= 500 or err.status == 429 or (err.status == 403 and "exceeded quota" in err.message)
+    return isinstance(err, aiohttp.ClientError | TimeoutError | OSError)
+
+
+def is_refusal(err: BaseException) -> bool:
+    """A 4xx answer that retrying cannot change (see :func:`is_transient`)."""
+    return isinstance(err, ApiError) and 400 <= err.status < 500 and not is_transient(err)
+
+
 _ERRORS: dict[int, type[ApiError]] = {404: NotFound, 409: Conflict, 410: Gone}
 
 
@@ -134,8 +151,12 @@ class Kube:
             if not cont:
                 return items
 
-    async def create(self, resource: Resource, namespace: str | None, body: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._request("POST", resource.path(namespace), body)
+    async def create(
+        self, resource: Resource, namespace: str | None, body: Mapping[str, Any], *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Create ``body``; with ``dry_run`` the server admits it (defaults, validation, webhooks), stores nothing."""
+        query = "?dryRun=All" if dry_run else ""
+        return await self._request("POST", resource.path(namespace) + query, body)
 
     async def patch(
         self,

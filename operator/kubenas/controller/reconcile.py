@@ -19,7 +19,7 @@ from typing import Any
 import pydantic
 
 from kubenas import api, plan, results, validation, workload
-from kubenas.controller import apply, curves, kube, observe
+from kubenas.controller import apply, context, curves, kube, observe
 from kubenas.controller.context import Context
 
 log = logging.getLogger(__name__)
@@ -28,15 +28,53 @@ Key = tuple[str, str]
 
 
 async def reconcile(ctx: Context, key: Key) -> bool:
-    """Reconcile experiment ``key`` (namespace, name); returns whether it is still running."""
+    """Reconcile experiment ``key`` (namespace, name); returns whether it is still running.
+
+    A failure is raised for the scheduler to retry with backoff; from the second failure in
+    a row it is also shown on the Experiment (condition ``Synced=False`` and an Event), so an
+    error that persists is never only in the operator's log.
+    """
     started = time.perf_counter()
     try:
         running = await _reconcile(ctx, key)
-    except Exception:
+    except Exception as err:
         ctx.telemetry.reconciled("error", time.perf_counter() - started)
+        failures = ctx.failing[key] = ctx.failing.get(key, 0) + 1
+        if failures >= context.FAILURES_SHOWN_AFTER:
+            await _show_failure(ctx, key, err, first=failures == context.FAILURES_SHOWN_AFTER)
         raise
     ctx.telemetry.reconciled("success", time.perf_counter() - started)
+    ctx.failing.pop(key, None)
     return running
+
+
+SYNCED = "Synced"
+
+
+async def _show_failure(ctx: Context, key: Key, err: Exception, *, first: bool) -> None:
+    """Best effort: condition ``Synced=False`` with the error, and one Event when it starts."""
+    namespace, name = key
+    reason = "ApiUnavailable" if kube.is_transient(err) else "ReconcileError"
+    message = f"reconcile failed {ctx.failing.get(key, 0)} times in a row, retrying: {_error_text(err)}"
+    try:
+        raw = await ctx.kube.get(kube.EXPERIMENTS, namespace, name)
+        old = api.ExperimentStatus.model_validate(raw.get("status") or {})
+        new = old.model_copy(update={"conditions": _synced(old.conditions, "False", reason, message)})
+        await _write_experiment_status(ctx, raw, new)
+        if first:
+            await apply.post_event(ctx.kube, raw, reason, message, warning=True)
+    except Exception as shown:  # the API may be what is failing: the log and metrics still say it
+        log.warning("cannot show the failure on %s/%s: %s", namespace, name, shown)
+
+
+def _synced(
+    conditions: Sequence[api.Condition], status: str, reason: str, message: str
+) -> list[api.Condition]:
+    """``conditions`` with Synced set (a backend condition; the planner keeps it as it is)."""
+    wanted = {c.type: (c.status, c.reason, c.message) for c in conditions}
+    wanted[SYNCED] = (status, reason, message)
+    generation = next((c.observed_generation for c in conditions if c.type != SYNCED), None)
+    return plan.conditions(conditions, wanted, datetime.now(UTC), generation)
 
 
 async def _reconcile(ctx: Context, key: Key) -> bool:
@@ -60,15 +98,24 @@ async def _reconcile(ctx: Context, key: Key) -> bool:
     await curves.poll(ctx, experiment, trials, children.trials, children.pods)
     try:
         decided = await asyncio.get_running_loop().run_in_executor(ctx.executor, _plan, ctx, experiment, trials, now)
-    except (KeyError, ValueError) as err:  # e.g. an algorithm name no optimizer has
-        decided = plan.invalid_plan(experiment, _error_text(err), now, trials)
+    except Exception as err:  # e.g. an algorithm name no optimizer has, a space the sampler cannot draw from
+        if not isinstance(err, KeyError | ValueError):
+            log.exception("planning %s/%s failed", *key)
+        decided = plan.invalid_plan(experiment, f"the search cannot plan this spec: {_error_text(err)}", now, trials)
     try:
+        refused = await _server_refusal(ctx, experiment, decided)
+        if refused:
+            decided = plan.invalid_plan(experiment, refused, now, trials)
         status = await _apply(ctx, experiment, raw, trials, decided)
-        await _ensure_jobs(ctx, experiment, trials, children)
+        await _ensure_jobs(ctx, experiment, raw, trials, children)
+    except TrialRefused as err:
+        _remember_problem(ctx, experiment, str(err))
+        status = await _apply(ctx, experiment, raw, trials, plan.invalid_plan(experiment, str(err), now, trials))
     except BaseException:
         # Configurations it proposed may not have become Trials: rebuild it from the Trials next time.
         _forget_suggester(ctx, experiment)
         raise
+    status = status.model_copy(update={"conditions": _synced_again(status.conditions)})
     await _write_experiment_status(ctx, raw, status)
     ctx.telemetry.observe(key, status.phase, (t.phase for t in trials))
     return not status.phase.is_finished
@@ -187,6 +234,58 @@ def _plan(ctx: Context, experiment: api.Experiment, trials: list[api.Trial], now
     return plan.plan(experiment, trials, now, suggester)
 
 
+def _synced_again(conditions: Sequence[api.Condition]) -> list[api.Condition]:
+    """After a reconcile that worked, a ``Synced=False`` left by failures becomes True."""
+    if not any(c.type == SYNCED and c.status == "False" for c in conditions):
+        return list(conditions)
+    return _synced(conditions, "True", "Reconciled", "")
+
+
+class TrialRefused(Exception):
+    """The API server refused to create a Trial object: the spec makes Trials it will not store."""
+
+
+def _spec_key(experiment: api.Experiment) -> tuple[str, int | None]:
+    return (experiment.metadata.uid or experiment.metadata.name, experiment.metadata.generation)
+
+
+def _remember_problem(ctx: Context, experiment: api.Experiment, message: str) -> None:
+    """Keep a spec problem found by the API server for this generation (``_plan`` then reports it)."""
+    if len(ctx.spec_problems) > 1000:  # a cache: forgetting only costs one more refused request
+        ctx.spec_problems.clear()
+    ctx.spec_problems[_spec_key(experiment)] = message[:1024]
+
+
+async def _server_refusal(ctx: Context, experiment: api.Experiment, decided: plan.Plan) -> str | None:
+    """Once per spec generation, before its first new trial: does the API server admit that trial's Job?
+
+    A server-side dry run (``dryRun=All``) sees what no offline check does: admission
+    webhooks, policies, quotas on object shape, fields the server requires. Returns the
+    refusal as the spec problem to report, or None.
+    """
+    create = next((a for a in decided.actions if isinstance(a, plan.CreateTrial)), None)
+    checked = _spec_key(experiment)
+    if create is None or checked in ctx.server_checked:
+        return None
+    trial = api.Trial.model_validate(workload.build_trial(experiment, create.name, create.index, create.parameters))
+    trial.metadata.uid = trial.metadata.uid or DRY_RUN_UID
+    try:
+        await ctx.kube.create(kube.JOBS, trial.metadata.namespace, workload.build_job(experiment, trial), dry_run=True)
+    except kube.ApiError as err:
+        if not kube.is_refusal(err):
+            raise
+        message = f"the API server refuses the trial Job: {err.message or err}"
+        _remember_problem(ctx, experiment, message)
+        return message
+    if len(ctx.server_checked) > 1000:
+        ctx.server_checked.clear()
+    ctx.server_checked.add(checked)
+    return None
+
+
+DRY_RUN_UID = "00000000-0000-0000-0000-000000000000"
+
+
 def _forget_suggester(ctx: Context, experiment: api.Experiment) -> None:
     with ctx.suggesters_lock:
         ctx.suggesters.discard(experiment.metadata.uid or experiment.metadata.name)
@@ -246,26 +345,48 @@ async def _create_trial(
         log.warning("%s; retrying on a later reconcile", err)
         _forget_suggester(ctx, experiment)
         return None
+    except kube.ApiError as err:
+        if kube.is_refusal(err):
+            raise TrialRefused(f"the API server refuses Trial {action.name}: {err.message or err}") from err
+        raise
     trial = api.Trial.model_validate(_trial_body(created))
-    await _create_job(ctx, experiment, trial)
     params = ", ".join(f"{k}={v}" for k, v in sorted(action.parameters.items()))
     await apply.post_event(ctx.kube, exp_raw, "TrialCreated", f"trial {action.name}: {params}")
-    return trial
+    return await _create_job(ctx, experiment, exp_raw, trial)
 
 
-async def _create_job(ctx: Context, experiment: api.Experiment, trial: api.Trial) -> None:
+async def _create_job(
+    ctx: Context, experiment: api.Experiment, exp_raw: Mapping[str, Any], trial: api.Trial
+) -> api.Trial:
+    """Create the trial's Job; a Job the API server refuses fails the trial (``InvalidTemplate``) at once."""
     try:
         await apply.create_owned(ctx.kube, kube.JOBS, workload.build_job(experiment, trial))
     except apply.OwnedByOther as err:
         log.warning("%s; retrying on a later reconcile", err)
+    except kube.ApiError as err:
+        if not kube.is_refusal(err):
+            raise
+        status = trial.status.model_copy(
+            update={
+                "phase": api.TrialPhase.FAILED,
+                "reason": api.TrialReason.INVALID_TEMPLATE,
+                "message": f"the API server refuses the trial Job: {err.message or err}"[:1024],
+                "completion_time": datetime.now(UTC),
+            }
+        )
+        trial = await _write_trial_status(ctx, trial, status)
+        await _trial_event(ctx, exp_raw, trial.name, status)
+    return trial
 
 
-async def _ensure_jobs(ctx: Context, experiment: api.Experiment, trials: list[api.Trial], children: _Children) -> None:
+async def _ensure_jobs(
+    ctx: Context, experiment: api.Experiment, exp_raw: Mapping[str, Any], trials: list[api.Trial], children: _Children
+) -> None:
     """The backstop for a crash between a Trial's create and its Job's create."""
     listed = {t["metadata"]["name"] for t in children.trials}  # new trials got their Job in _create_trial
-    for trial in trials:
+    for i, trial in enumerate(trials):
         if trial.phase == api.TrialPhase.PENDING and trial.name in listed and trial.name not in children.jobs:
-            await _create_job(ctx, experiment, trial)
+            trials[i] = await _create_job(ctx, experiment, exp_raw, trial)
 
 
 async def _stop_trial(ctx: Context, exp_raw: Mapping[str, Any], trial: api.Trial, action: plan.StopTrial) -> api.Trial:

@@ -12,19 +12,26 @@ log = logging.getLogger(__name__)
 class Scheduler:
     """Runs ``work(key)`` for requested keys: never twice at once for one key, bursts coalesced.
 
-    A request during a run makes one more run after it. A run that raises is retried after
-    ``retry`` seconds. ``work`` returns whether the key stays active (resynced periodically).
+    The first request for an idle key runs at once (leading edge: an applied Experiment gets
+    its first trial without waiting); requests that arrive while it runs make one more run,
+    ``debounce`` seconds after it ends, however many there were. A run that raises is retried
+    with exponential backoff: ``retry`` seconds, doubling up to ``max_retry``. ``work``
+    returns whether the key stays active (resynced periodically).
 
     Args:
         work: the reconcile coroutine.
-        debounce: seconds to wait after the first request before running (to coalesce a burst).
-        retry: seconds before retrying a failed run.
+        debounce: seconds to wait before a run that follows another (to coalesce a burst).
+        retry: seconds before retrying a failed run, the first time.
+        max_retry: the longest wait between retries.
     """
 
-    def __init__(self, work: Callable[[Hashable], Awaitable[bool]], debounce: float, retry: float) -> None:
+    def __init__(
+        self, work: Callable[[Hashable], Awaitable[bool]], debounce: float, retry: float, max_retry: float = 120.0
+    ) -> None:
         self._work = work
         self._debounce = debounce
         self._retry = retry
+        self._max_retry = max(retry, max_retry)
         self._dirty: set[Hashable] = set()
         self._tasks: dict[Hashable, asyncio.Task[None]] = {}
         self.active: set[Hashable] = set()
@@ -50,21 +57,32 @@ class Scheduler:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def retry_delay(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th failed run in a row."""
+        return min(self._max_retry, self._retry * 2 ** min(failures - 1, 16))
+
     async def _run(self, key: Hashable) -> None:
+        failures = 0
+        follows_a_run = False
         try:
             while key in self._dirty:
-                await asyncio.sleep(self._debounce)
+                if follows_a_run:
+                    await asyncio.sleep(self._debounce)
+                follows_a_run = True
                 self._dirty.discard(key)
                 try:
                     still_active = await self._work(key)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("reconcile of %s failed; retrying in %ss", key, self._retry)
+                    failures += 1
+                    delay = self.retry_delay(failures)
+                    log.exception("reconcile of %s failed (%d in a row); retrying in %.3gs", key, failures, delay)
                     self.active.add(key)
-                    await asyncio.sleep(self._retry)
+                    await asyncio.sleep(delay)
                     self._dirty.add(key)
                     continue
+                failures = 0
                 if still_active:
                     self.active.add(key)
                 else:

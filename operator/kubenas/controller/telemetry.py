@@ -29,10 +29,14 @@ class Telemetry:
     Args:
         suggester_cache_size: returns how many Suggesters the cache holds (read at scrape time).
         watchers_ended: returns how many kopf watch streams have ended for good (read at scrape time).
+        experiments_failing: returns how many experiments' reconciles keep failing (read at scrape time).
     """
 
     def __init__(
-        self, suggester_cache_size: Callable[[], int] = lambda: 0, watchers_ended: Callable[[], int] = lambda: 0
+        self,
+        suggester_cache_size: Callable[[], int] = lambda: 0,
+        watchers_ended: Callable[[], int] = lambda: 0,
+        experiments_failing: Callable[[], int] = lambda: 0,
     ) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # RSS, CPU seconds, start time (restarts), open fds
@@ -59,6 +63,12 @@ class Telemetry:
             registry=self.registry,
         )
         ended.set_function(lambda: float(watchers_ended()))
+        failing = Gauge(
+            "kubenas_experiments_failing",
+            "Experiments whose reconcile failed twice or more in a row (shown as condition Synced=False)",
+            registry=self.registry,
+        )
+        failing.set_function(lambda: float(experiments_failing()))
         self._seen: dict[Hashable, tuple[str, Tally[str]]] = {}
         self.registry.register(_PhaseCollector(self._seen))
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import kmock
 from kmock._internal.k8s import KubernetesError
 from kubenas import api
@@ -58,6 +59,10 @@ class Emulator(kmock.KubernetesEmulator):
         super().__attrs_post_init__()
         self._versions = itertools.count(1)
         self.fail_creates: dict[str, int] = {}
+        # plural -> (POSTs to refuse with 422 Invalid, the server's message, whether dry runs are refused too)
+        self.refuse_creates: dict[str, tuple[int, str, bool]] = {}
+        self.refused: Counter[str] = Counter()  # plural -> POSTs refused by refuse_creates
+        self.dry_runs: Counter[str] = Counter()  # plural -> POSTs with dryRun=All (answered, never stored)
         self.writes: list[tuple[str, str]] = []  # (action, "plural/name") of every write
         self.conflict_updates: dict[str, int] = {}  # plural -> PATCHes to refuse with 409 Conflict
         self.expire_watches: dict[str, int] = {}  # plural -> watches to end with 410 Gone after the initial list
@@ -73,6 +78,17 @@ class Emulator(kmock.KubernetesEmulator):
         return [r for r in super()._get_resources() if r.plural not in self.undiscoverable]
 
     async def _handle(self, request: Any) -> Any:
+        if request.resource is not None and request.action == kmock.action.CREATE:
+            plural = request.resource.plural
+            dry_run = (request.params or {}).get("dryRun") == "All"
+            refusals, message, dry_runs_too = self.refuse_creates.get(plural, (0, "", True))
+            if refusals > 0 and (dry_runs_too or not dry_run):
+                self.refuse_creates[plural] = (refusals - 1, message, dry_runs_too)
+                self.refused[plural] += 1
+                raise KubernetesError(422, "Invalid", message)
+            if dry_run:  # admitted, not stored, not counted as a write
+                self.dry_runs[plural] += 1
+                return aiohttp.web.json_response(request.data)
         if request.resource is not None:
             self.requests[str(request.action.value), request.resource.plural] += 1
             self.by_agent[_agent(request.headers), str(request.action.value), request.resource.plural] += 1
