@@ -98,7 +98,7 @@ def test_default_renders_operator_cluster_wide(default: list[dict[str, Any]]) ->
     assert deploy["spec"]["replicas"] == 1
     assert deploy["spec"]["strategy"] == {"type": "Recreate"}
     container = deploy["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=8081"]
+    assert container["args"] == ["--all-namespaces", "--liveness=http://$(POD_IP):8080/healthz", "--metrics-port=8081"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["ports"] == [
         {"name": "health", "containerPort": 8080, "protocol": "TCP"},
@@ -291,6 +291,12 @@ def test_kube_state_metrics_config_defines_the_series_alerts_use(monitored: list
         (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
         (["--set", "monitoring.trialPodMonitor.enabeld=true"], "enabeld"),
         (["--set", "operator.settings.resyncSeconds=-1"], "/operator/settings/resyncSeconds"),
+        (["--set", "trialPodPolicy.default.level=lax"], "/trialPodPolicy/default/level"),
+        (["--set", "trialPodPolicy.namespaces.Team_A=baseline"], "Team_A"),
+        (["--set", "trialPodPolicy.namespaces.ml.serviceAccount={x}"], "serviceAccount"),
+        (["--set", "networkPolicy.enabeld=true"], "enabeld"),
+        (["--set", "networkPolicy.egress.apiServer.cidrs={10.0.0.1}"], "/networkPolicy/egress/apiServer/cidrs/0"),
+        (["--set", "operator.listenAddress=localhost"], "/operator/listenAddress"),
     ],
 )
 def test_schema_refuses_bad_values(values: list[str], complaint: str) -> None:
@@ -305,3 +311,119 @@ def test_operator_settings_become_environment() -> None:
     assert {"name": "KUBENAS_RESYNC_SECONDS", "value": "5"} in env
     assert {"name": "KUBENAS_SUGGESTER_CACHE_SIZE", "value": "8"} in env
     assert not any(e["name"] == "KUBENAS_DEBOUNCE_SECONDS" for e in env)
+
+
+# --------------------------------------------------------------------------- exposure and the trial pod policy
+
+
+def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_health_and_metrics_listen_on_the_pod_ip_only(default: list[dict[str, Any]]) -> None:
+    container = operator_container(default)
+    env = container["env"]
+    # POD_IP comes first: the kubelet expands $(POD_IP) only in later entries and in args.
+    assert env[0] == {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    assert {"name": "KUBENAS_OPERATOR_METRICS_HOST", "value": "$(POD_IP)"} in env[1:]
+    assert "--liveness=http://$(POD_IP):8080/healthz" in container["args"]
+    # The probe and the Service reach the pod IP: no host and targetPort by name.
+    assert "host" not in container["livenessProbe"]["httpGet"]
+
+    anywhere = operator_container(render(["--set", "operator.listenAddress=0.0.0.0"]))
+    assert "--liveness=http://0.0.0.0:8080/healthz" in anywhere["args"]
+    assert {"name": "KUBENAS_OPERATOR_METRICS_HOST", "value": "0.0.0.0"} in anywhere["env"]
+
+
+def test_trial_pod_policy_values_reach_the_operator(tmp_path: Path) -> None:
+    from kubenas import podpolicy
+    from kubenas.controller.settings import TRIAL_POD_POLICY_ENV, Settings
+
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "trialPodPolicy": {
+                    "default": {"serviceAccounts": ["reader"]},
+                    "namespaces": {
+                        "ml-gpu": "baseline",
+                        "ml-ops": {"level": "privileged", "serviceAccountToken": True},
+                    },
+                }
+            }
+        )
+    )
+    for extra, expected in [([], podpolicy.RESTRICTED), (["-f", str(values)], None)]:
+        env = {e["name"]: e.get("value") for e in operator_container(render(extra))["env"]}
+        policies = Settings.from_env(env={TRIAL_POD_POLICY_ENV: env[TRIAL_POD_POLICY_ENV]}).trial_pod_policy
+        if expected is not None:
+            assert policies == expected
+            continue
+        assert policies.for_namespace("ml-gpu").level == podpolicy.Level.BASELINE
+        assert policies.for_namespace("ml-gpu").service_accounts == {"reader"}  # the rest from default
+        assert policies.for_namespace("ml-ops").service_account_token is True
+        assert policies.for_namespace("other").level == podpolicy.Level.RESTRICTED
+
+
+NETWORK_POLICY = ["--set", "networkPolicy.enabled=true"]
+
+
+def test_network_policy_is_off_by_default(default: list[dict[str, Any]]) -> None:
+    assert not of_kind(default, "NetworkPolicy")
+
+
+def test_network_policy_allows_metrics_in_and_the_api_server_dns_and_trials_out() -> None:
+    docs = render(NETWORK_POLICY)
+    policy = one(docs, "NetworkPolicy")["spec"]
+    labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["ingress"] == [
+        {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [{"namespaceSelector": {}}]}
+    ]
+    api_server, dns, trials = policy["egress"]
+    assert api_server == {"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]}
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert trials == {
+        "to": [
+            {
+                "namespaceSelector": {},
+                "podSelector": {"matchExpressions": [{"key": "kubenas.io/trial", "operator": "Exists"}]},
+            }
+        ]
+    }
+
+
+def test_network_policy_follows_the_values() -> None:
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    docs = render(
+        [
+            *NETWORK_POLICY,
+            "--set-json",
+            f"networkPolicy.metricsFrom=[{json.dumps(monitoring)}]",
+            "--set-json",
+            'networkPolicy.healthFrom=[{"ipBlock": {"cidr": "10.0.0.0/8"}}]',
+            "--set",
+            "networkPolicy.egress.apiServer.cidrs={172.18.0.2/32}",
+            "--set",
+            "networkPolicy.egress.apiServer.ports={6443}",
+            "--set",
+            "networkPolicy.egress.dns.enabled=false",
+            "--set",
+            "networkPolicy.egress.trialPods=false",
+            "--set",
+            "operator.prometheusUrl=http://prometheus-operated.monitoring.svc:9090",
+        ]
+    )
+    policy = one(docs, "NetworkPolicy")["spec"]
+    assert policy["ingress"] == [
+        {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [monitoring]},
+        {"ports": [{"port": "health", "protocol": "TCP"}], "from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
+    ]
+    assert policy["egress"] == [
+        {"ports": [{"port": 6443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "172.18.0.2/32"}}]},
+        {"ports": [{"port": 9090, "protocol": "TCP"}], "to": [{"namespaceSelector": {}}]},
+    ]
+    closed = one(render([*NETWORK_POLICY, "--set", "operator.metrics.enabled=false"]), "NetworkPolicy")
+    assert closed["spec"]["ingress"] == []

@@ -19,8 +19,24 @@ def main(args: argparse.Namespace) -> int:
     if getattr(args, "metrics_port", None) is not None:
         settings = dataclasses.replace(settings, metrics_port=args.metrics_port)
     kopf.configure(verbose=bool(args.verbose))  # kopf's log format for kopf and kubenas alike
-    asyncio.run(run(settings, liveness=args.liveness))
+    asyncio.run(run(settings, liveness=liveness_endpoint(args.liveness)))
     return 0
+
+
+def liveness_endpoint(url: str | None) -> str | None:
+    """The ``--liveness`` URL with a bare IPv6 host bracketed.
+
+    The chart binds the endpoint to the pod IP (``http://$(POD_IP):8080/healthz``), which the
+    kubelet substitutes unbracketed; the last ``:`` before the path separates the port.
+    """
+    if url is None or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    authority, slash, path = rest.partition("/")
+    host, colon, port = authority.rpartition(":")
+    if ":" in host and not host.startswith("["):
+        return f"{scheme}://[{host}]{colon}{port}{slash}{path}"
+    return url
 
 
 async def run(settings: Settings, liveness: str | None = None) -> None:
