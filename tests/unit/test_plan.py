@@ -446,7 +446,9 @@ def condition(status: api.ExperimentStatus, kind: str) -> tuple[str, str, dateti
 
 def test_conditions_keep_their_transition_time_until_their_status_changes() -> None:
     first = run(experiment(), [])
-    assert [c.type for c in first.status.conditions] == ["Valid", "Running", "Suspended", "Succeeded", "Failed"]
+    assert [c.type for c in first.status.conditions] == [
+        "Valid", "Running", "Suspended", "Succeeded", "Failed", "Reconciling", "Ready", "Stalled"
+    ]
     assert condition(first.status, "Running") == ("True", "TrialsRunning", NOW)
 
     later = NOW + timedelta(minutes=5)
@@ -472,10 +474,64 @@ def test_suspend_sets_the_condition_and_resume_clears_it() -> None:
     assert describe(resumed) == ["create exp-1"]
 
 
+KSTATUS = ("Reconciling", "Ready", "Stalled")
+
+
+def kstatus(status: api.ExperimentStatus) -> dict[str, tuple[str, str]]:
+    """The kstatus conditions as (status, reason), by type."""
+    return {c.type: (c.status, c.reason) for c in status.conditions if c.type in KSTATUS}
+
+
+@pytest.mark.parametrize(("name", "exp", "trials", "space", "phase", "reason"),
+                         [(c[0], c[1], c[2], c[3], c[5], c[6]) for c in CASES], ids=[c[0] for c in CASES])
+def test_kstatus_conditions_follow_the_phase(
+    name: str, exp: api.Experiment, trials: list[api.Trial], space: int | None, phase: api.ExperimentPhase,
+    reason: str | None,
+) -> None:
+    """Reconciling while not finished, Ready once Succeeded, Stalled once Failed; observedGeneration current."""
+    status = run(exp, trials, space).status
+    expected = {
+        E.PENDING: {"Reconciling": "True", "Ready": "False", "Stalled": "False"},
+        E.RUNNING: {"Reconciling": "True", "Ready": "False", "Stalled": "False"},
+        E.SUCCEEDED: {"Reconciling": "False", "Ready": "True", "Stalled": "False"},
+        E.FAILED: {"Reconciling": "False", "Ready": "False", "Stalled": "True"},
+    }[phase]
+    assert {kind: value for kind, (value, _) in kstatus(status).items()} == expected
+    if reason is not None:  # the completion reason explains each one but a False Stalled
+        assert kstatus(status)["Reconciling"][1] == kstatus(status)["Ready"][1] == reason
+    assert status.observed_generation == exp.metadata.generation
+    assert all(c.observed_generation == exp.metadata.generation for c in status.conditions)
+
+
+def test_kstatus_reasons_say_why_the_experiment_is_not_ready() -> None:
+    assert kstatus(run(experiment(), [ok(0), running(1)]).status) == {
+        "Reconciling": ("True", "TrialsRunning"),
+        "Ready": ("False", "TrialsRunning"),
+        "Stalled": ("False", "NotStalled"),
+    }
+    assert kstatus(run(experiment(suspend=True), [running(0)]).status)["Ready"] == ("False", "SuspendRequested")
+    resumed = run(experiment(generation=2, max_trials=6, status=finished_status(api.CompletionReason.BUDGET_SPENT)),
+                  [ok(0), ok(1), ok(2), ok(3)])
+    assert kstatus(resumed.status)["Ready"] == ("False", "TrialsRunning")
+    assert resumed.status.observed_generation == 2
+
+
+def test_invalid_spec_is_stalled() -> None:
+    before = run(experiment(), [running(0)]).status
+    result = plan.invalid_plan(experiment(generation=4, status=before), "spec.algorithm.name: unknown", NOW)
+    assert kstatus(result.status) == {
+        "Reconciling": ("False", "InvalidSpec"), "Ready": ("False", "InvalidSpec"), "Stalled": ("True", "InvalidSpec")
+    }
+    stalled = next(c for c in result.status.conditions if c.type == "Stalled")
+    assert (stalled.message, stalled.observed_generation) == ("spec.algorithm.name: unknown", 4)
+    assert result.status.observed_generation == 4
+
+
 def test_backend_conditions_are_kept() -> None:
     own = api.Condition(type="Exported", status="True", reason="ConfigMapWritten", last_transition_time=EARLIER)
     result = run(experiment(status=api.ExperimentStatus(conditions=[own])), [])
     assert own in result.status.conditions
+    assert len(result.status.conditions) == len(plan.CONDITION_TYPES) + 1
 
 
 # --------------------------------------------------------------------------- idempotency and crash safety

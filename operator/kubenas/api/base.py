@@ -22,7 +22,7 @@ MAX_NAME_LENGTH = 63
 MAX_EXPERIMENT_NAME_LENGTH = 56
 MAX_PARETO_FRONT = 50
 MAX_CURVE_POINTS = 500
-MAX_CONDITIONS = 8
+MAX_CONDITIONS = 12
 
 # DNS-1123 label (Kubernetes object names) and metric/parameter identifiers.
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

@@ -272,6 +272,7 @@ def invalid_plan(
         "Suspended": ("False", "NotSuspended", ""),
         "Succeeded": ("False", status.NOT_FINISHED, ""),
         "Failed": ("True", outcome.reason, message),
+        **status.kstatus_conditions(outcome),
     }
     new_status = prev.model_copy(
         update={

@@ -10,7 +10,8 @@ from kubenas.plan.actions import Decision, Outcome
 
 SPEC_VALID = "SpecValid"
 NOT_FINISHED = "NotFinished"
-CONDITION_TYPES = ("Valid", "Running", "Suspended", "Succeeded", "Failed")
+NOT_STALLED = "NotStalled"
+CONDITION_TYPES = ("Valid", "Running", "Suspended", "Succeeded", "Failed", "Reconciling", "Ready", "Stalled")
 
 
 def best_and_front(
@@ -70,14 +71,19 @@ def build_status(
         detail = f"{active} trials active, {finished}/{spec.budget.max_trials} finished"
         running = ("True", "TrialsRunning", detail) if counts.total else ("False", "NoTrialsYet", detail)
     suspended = spec.suspend and outcome is None
+    suspension = (
+        ("True", "SuspendRequested", "spec.suspend is true: no new trials; running trials finish")
+        if suspended
+        else ("False", "NotSuspended", "")
+    )
+    _, *why_not_done = suspension if suspended else running
     wanted = {
         "Valid": ("True", SPEC_VALID, ""),
         "Running": running,
-        "Suspended": ("True", "SuspendRequested", "spec.suspend is true: no new trials; running trials finish")
-        if suspended
-        else ("False", "NotSuspended", ""),
+        "Suspended": suspension,
         "Succeeded": _terminal_condition(outcome, api.ExperimentPhase.SUCCEEDED, reopened),
         "Failed": _terminal_condition(outcome, api.ExperimentPhase.FAILED, reopened),
+        **kstatus_conditions(outcome, (why_not_done[0], why_not_done[1])),
     }
     return api.ExperimentStatus(
         phase=phase,
@@ -102,6 +108,35 @@ def _terminal_condition(outcome: Outcome | None, phase: api.ExperimentPhase, reo
     if reopened:
         return "False", "Resumed", "the spec changed and the experiment runs again"
     return "False", NOT_FINISHED, ""
+
+
+def kstatus_conditions(
+    outcome: Outcome | None, progress: tuple[str, str] = (NOT_FINISHED, "")
+) -> dict[str, tuple[str, str, str]]:
+    """The conditions generic tools read (kstatus: Flux, ``kubectl wait``, cli-utils), from the outcome.
+
+    ``Reconciling`` is True until the experiment ends (kstatus: InProgress); ``Ready`` is True
+    once it Succeeded; ``Stalled`` is True when it Failed (kstatus: Failed), InvalidSpec included.
+
+    Args:
+        outcome: how the experiment ended, or None while it has not.
+        progress: while it has not ended, why not (reason, message): they explain
+            Reconciling=True and Ready=False.
+    """
+    if outcome is None:
+        reason, message = progress
+        return {
+            "Reconciling": ("True", reason, message),
+            "Ready": ("False", reason, message),
+            "Stalled": ("False", NOT_STALLED, ""),
+        }
+    ended = (outcome.reason, outcome.message)
+    failed = outcome.phase == api.ExperimentPhase.FAILED
+    return {
+        "Reconciling": ("False", *ended),
+        "Ready": ("True" if outcome.phase == api.ExperimentPhase.SUCCEEDED else "False", *ended),
+        "Stalled": ("True", *ended) if failed else ("False", NOT_STALLED, ""),
+    }
 
 
 def conditions(
