@@ -105,7 +105,10 @@ def resource_schema(model: type[api.Model], name_schema: Schema | None = None) -
     props["kind"] = {"type": "string", "description": KIND_DESCRIPTION}
     props["metadata"] = {"type": "object"}
     if name_schema:
-        props["metadata"]["properties"] = {"name": name_schema}
+        # Declaring both (all the root metadata a CRD may declare) keeps their bounds in the types the
+        # API server gives CEL; with name alone it types both as unbounded strings, and a rule over the
+        # name is costed as if the name could fill a whole request.
+        props["metadata"]["properties"] = {"name": name_schema, "generateName": name_schema}
     if "status" in props:
         props["status"] = strip_defaults(props["status"])
     schema["required"] = ["spec"]

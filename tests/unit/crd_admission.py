@@ -87,12 +87,20 @@ def apply_defaults(value: Any, schema: Schema) -> Any:
 # --------------------------------------------------------------------------- schema validation
 
 
-def strict_json_schema(schema: Schema) -> Schema:
-    """The CRD schema as JSON Schema, refusing unknown fields as ``kubectl --validate=strict`` does."""
+def strict_json_schema(schema: Schema, lenient: bool = False) -> Schema:
+    """The CRD schema as JSON Schema, refusing unknown fields as ``kubectl --validate=strict`` does.
+
+    A resource's metadata declares only name and generateName (the API server checks the rest of
+    ObjectMeta itself), so it is not strict (``lenient``); :func:`openapi_schema` is a resource root.
+    """
     out = {k: v for k, v in schema.items() if not k.startswith("x-kubernetes-") and k != "default"}
     if "properties" in out:
-        out["properties"] = {name: strict_json_schema(prop) for name, prop in out["properties"].items()}
-        if not schema.get("x-kubernetes-preserve-unknown-fields") and out["properties"].keys() != {"name"}:
+        is_resource = "apiVersion" in out["properties"] and "kind" in out["properties"]
+        out["properties"] = {
+            name: strict_json_schema(prop, lenient=is_resource and name == "metadata")
+            for name, prop in out["properties"].items()
+        }
+        if not schema.get("x-kubernetes-preserve-unknown-fields") and not lenient:
             out["additionalProperties"] = False
     for key in ("items", "additionalProperties"):
         if isinstance(out.get(key), dict):
@@ -108,10 +116,10 @@ def _validator(kind: str) -> jsonschema.Draft7Validator:
 def schema_failures(manifest: Any, kind: str) -> list[Failure]:
     validator = _validator(kind)
     errors = sorted(validator.iter_errors(manifest), key=lambda e: list(map(str, e.absolute_path)))
-    return [failure for error in errors for failure in _apiserver_style(error)]
+    return [failure for error in errors for failure in apiserver_failures(error)]
 
 
-def _apiserver_style(error: jsonschema.ValidationError) -> list[Failure]:
+def apiserver_failures(error: jsonschema.ValidationError) -> list[Failure]:
     """A JSON Schema error reported the way the API server words it (field path, message)."""
     path = list(error.absolute_path)
     kind, limit = error.validator, error.validator_value

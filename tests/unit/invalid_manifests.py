@@ -54,7 +54,10 @@ PARETO = {
         ],
         "trialTemplate": {
             "metadata": {"labels": {"team": "vision"}},
-            "spec": {"containers": [{"name": "trial", "image": "ghcr.io/kubenas/trial:0.1.0"}]},
+            "spec": {
+                "initContainers": [{"name": "fetch", "image": "busybox:1.36", "command": ["true"]}],
+                "containers": [{"name": "trial", "image": "ghcr.io/kubenas/trial:0.1.0"}],
+            },
             "activeDeadlineSeconds": 600,
         },
         "metrics": {"port": 9000, "source": "direct"},
@@ -155,7 +158,16 @@ CASES = [
         ("whole-number",),
         api_path=f"{PARAMS}[2]",
     ),
-    Case("categorical-without-values", {f"{PARAMS}[1].values": DELETE}, f"{PARAMS}[1].values", ("need values",)),
+    Case("parameter-bound-too-large", {f"{PARAMS}[0].max": 1e300}, f"{PARAMS}[0].max", ("less than or equal to",)),
+    Case("parameter-bound-too-small", {f"{PARAMS}[2].min": -1e16}, f"{PARAMS}[2].min", ("greater than or equal to",)),
+    # values and when are schemaless (no CEL type), so only the model checks the rules about them
+    Case(
+        "categorical-without-values",
+        {f"{PARAMS}[1].values": DELETE},
+        f"{PARAMS}[1].values",
+        ("need values",),
+        apiserver=False,
+    ),
     Case("categorical-empty-values", {f"{PARAMS}[1].values": []}, f"{PARAMS}[1].values", ("at least 1 item",)),
     Case(
         "categorical-with-min",
@@ -164,7 +176,13 @@ CASES = [
         ("take values, not min or max",),
         api_path=f"{PARAMS}[1]",
     ),
-    Case("float-with-values", {f"{PARAMS}[0].values": [0.1, 0.2]}, f"{PARAMS}[0].values", ("only categorical",)),
+    Case(
+        "float-with-values",
+        {f"{PARAMS}[0].values": [0.1, 0.2]},
+        f"{PARAMS}[0].values",
+        ("only categorical",),
+        apiserver=False,
+    ),
     Case(
         "duplicate-categorical-values",
         {f"{PARAMS}[1].values[3]": "relu"},
@@ -177,14 +195,14 @@ CASES = [
         {f"{PARAMS}[2].when": {"depth": [1]}},
         f"{PARAMS}[2].when.depth",
         ("not the parameter itself",),
-        api_path=f"{PARAMS}[2].when",
+        apiserver=False,
     ),
     Case(
         "when-names-unknown-parameter",
         {f"{PARAMS}[2].when": {"activation": ["relu"]}},
         f"{PARAMS}[2].when.activation",
         ("another parameter of this experiment",),
-        api_path=PARAMS,
+        apiserver=False,
     ),
     Case("when-without-values", {f"{PARAMS}[2].when": {"act": []}}, f"{PARAMS}[2].when.act", ("at least 1 item",)),
     Case(
@@ -305,6 +323,26 @@ CASES = [
         "spec.trialTemplate.spec.containers",
         ("at least one container",),
         api_path="spec.trialTemplate.spec",
+    ),
+    Case(
+        "container-without-image",
+        {"spec.trialTemplate.spec.containers[0].image": DELETE},
+        "spec.trialTemplate.spec.containers[0].image",
+        ("needs an image",),
+    ),
+    Case(
+        "init-container-with-empty-image",
+        {"spec.trialTemplate.spec.initContainers[0].image": ""},
+        "spec.trialTemplate.spec.initContainers[0].image",
+        ("needs an image",),
+        base="pareto",
+    ),
+    Case(
+        "container-name-too-long",
+        {"spec.trialTemplate.spec.containers[0].name": "t" * 64},
+        "spec.trialTemplate.spec.containers[0].name",
+        ("at most 63 characters",),
+        api_words=("may not be more than 63",),
     ),
     Case("no-trial-template", {"spec.trialTemplate": DELETE}, "spec.trialTemplate", ("required",)),
     Case(

@@ -460,3 +460,28 @@ def test_unseeded_suggester_still_proposes_distinct_configs() -> None:
     suggester = search.Suggester(make_spec(seed=None))
     configs = suggester.ask(6)
     assert len({suggester.space.key(c) for c in configs}) == 6
+
+
+WIDEST = api.spec.MAX_PARAMETER_BOUND
+
+
+@pytest.mark.parametrize(
+    "parameter",
+    [
+        {"name": "f", "type": "float", "min": -WIDEST, "max": WIDEST},
+        {"name": "i", "type": "int", "min": -WIDEST, "max": WIDEST},
+        {"name": "l", "type": "float", "min": 5e-324, "max": WIDEST, "scale": "log"},
+        {"name": "n", "type": "int", "min": 1, "max": WIDEST, "scale": "log"},
+    ],
+    ids=lambda p: p["name"],
+)
+@pytest.mark.parametrize("algorithm", ["SurrogateLocalSearch", "NGOpt", "CMA"])
+def test_the_widest_bounds_allowed_are_searched_without_overflow(parameter: dict[str, Any], algorithm: str) -> None:
+    """Wider bounds (up to ±1e308 passed validation once) made the sampler overflow; the API refuses them now."""
+    suggester = search.Suggester(make_spec(algorithm, [parameter]))
+    proposals = suggester.ask(4)
+    assert len(proposals) == 4
+    for values in proposals:
+        value = values[parameter["name"]]
+        assert parameter["min"] <= value <= parameter["max"]
+        assert isinstance(value, int) == (parameter["type"] == "int")

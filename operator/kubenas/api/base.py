@@ -94,6 +94,28 @@ class Rule:
         return entry
 
 
+@dataclass(frozen=True)
+class OperatorRule:
+    """A cross-field rule the CRD cannot carry: CEL cannot see the fields it is about.
+
+    The API server types ``self`` from the CRD schema, and a schemaless field (a parameter
+    value, a ``when`` list) has no CEL type, so a rule naming it would get the whole CRD
+    refused. The model's validator raises it instead: ``kubenas validate`` reports it and the
+    operator sets ``Valid=False``; ``kubectl apply`` accepts the manifest.
+
+    Attributes:
+        message: what is wrong.
+        field: the field the rule is about, relative to the model.
+    """
+
+    message: str
+    field: str = ""
+
+    def violation(self, field: str | None = None) -> RuleViolation:
+        """The error pydantic raises for this rule, at ``field`` (default: the rule's field)."""
+        return RuleViolation(self.field if field is None else field, self.message)
+
+
 def cel_rules(*rules: Rule) -> dict[str, Any]:
     """``json_schema_extra`` carrying the CEL rules into the generated CRD."""
     return {"x-kubernetes-validations": [rule.to_cel() for rule in rules]}

@@ -20,6 +20,7 @@ from kubenas.api.base import (
     NAME_PATTERN,
     ExperimentPhase,
     Model,
+    OperatorRule,
     ParameterValue,
     Rule,
     RuleViolation,
@@ -44,11 +45,8 @@ UNIQUE_PARAMETER_NAMES = Rule(
     "parameters",
     "FieldValueDuplicate",
 )
-WHEN_NAMES_A_PARAMETER = Rule(
-    "self.parameters.all(p, !has(p.when) || p.when.all(k, self.parameters.exists(q, q.name == k)))",
-    "when must name another parameter of this experiment",
-    "parameters",
-)
+# Not a CEL rule: `when` maps names to lists of schemaless values, which the CRD gives no CEL type.
+WHEN_NAMES_A_PARAMETER = OperatorRule("when must name another parameter of this experiment", "parameters")
 STOPPING_METRIC_REPORTED = Rule(
     "!has(self.earlyStopping) || !has(self.earlyStopping.metric)"
     " || (has(self.objective.metric) && self.objective.metric == self.earlyStopping.metric)"
@@ -87,7 +85,6 @@ class ExperimentSpec(Model):
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
             UNIQUE_PARAMETER_NAMES,
-            WHEN_NAMES_A_PARAMETER,
             STOPPING_METRIC_REPORTED,
             STOPPING_GOAL_KNOWN,
             *TRANSITION_RULES,

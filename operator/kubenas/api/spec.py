@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 from kubenas.api.base import (
     MAX_CATEGORICAL_VALUES,
@@ -20,10 +21,10 @@ from kubenas.api.base import (
     Identifier,
     MetricsSource,
     Model,
+    OperatorRule,
     ParameterType,
     ParameterValue,
     Rule,
-    RuleViolation,
     Scale,
     StoppingRule,
     Strategy,
@@ -234,25 +235,20 @@ WHOLE_BOUNDS = Rule(
 LOG_NEEDS_POSITIVE_MIN = Rule(
     "!has(self.scale) || self.scale != 'log' || !has(self.min) || self.min > 0.0", "log scale needs min > 0", "min"
 )
-VALUES_REQUIRED = Rule(
-    "self.type != 'categorical' || (has(self.values) && size(self.values) > 0)",
-    "categorical parameters need values",
-    "values",
-    "FieldValueRequired",
-)
+# `values` and `when` hold schemaless values (bool, int, float or string as written): the CRD
+# gives them no CEL type, so a rule naming them would get the whole CRD refused. These rules
+# are the model's (kubenas validate, the operator's Valid=False), not the API server's.
+VALUES_REQUIRED = OperatorRule("categorical parameters need values", "values")
 NO_BOUNDS_ON_CATEGORICAL = Rule(
     "self.type != 'categorical' || (!has(self.min) && !has(self.max))",
     "categorical parameters take values, not min or max",
 )
-VALUES_ONLY_CATEGORICAL = Rule(
-    "self.type == 'categorical' || !has(self.values)", "only categorical parameters take values", "values"
-)
-# Not a CEL rule: comparing two schemaless values costs the API server's estimator an unbounded
-# string comparison each, so a distinctness rule over `values` would get the whole CRD refused.
-VALUES_DISTINCT = "categorical values must be distinct"
-WHEN_NOT_SELF = Rule(
-    "!has(self.when) || !(self.name in self.when)", "when must name another parameter, not the parameter itself", "when"
-)
+VALUES_ONLY_CATEGORICAL = OperatorRule("only categorical parameters take values", "values")
+VALUES_DISTINCT = OperatorRule("categorical values must be distinct", "values")
+WHEN_NOT_SELF = OperatorRule("when must name another parameter, not the parameter itself", "when")
+# Bounds beyond this overflow the search (a float range wider than the largest double) or lose
+# integers (doubles hold every whole number up to 2**53 ≈ 9e15 exactly).
+MAX_PARAMETER_BOUND = 10**15
 
 
 class Parameter(Model):
@@ -265,17 +261,24 @@ class Parameter(Model):
             MIN_BELOW_MAX,
             WHOLE_BOUNDS,
             LOG_NEEDS_POSITIVE_MIN,
-            VALUES_REQUIRED,
             NO_BOUNDS_ON_CATEGORICAL,
-            VALUES_ONLY_CATEGORICAL,
-            WHEN_NOT_SELF,
         )
     )
 
     name: Identifier = Field(description="Parameter name; reaches the trial under this key.")
     type: ParameterType = Field(description="int, float or categorical.")
-    min: float | None = Field(default=None, description="Lower bound (int, float), inclusive; required for them.")
-    max: float | None = Field(default=None, description="Upper bound (int, float), inclusive; required for them.")
+    min: float | None = Field(
+        default=None,
+        ge=-MAX_PARAMETER_BOUND,
+        le=MAX_PARAMETER_BOUND,
+        description="Lower bound (int, float), inclusive; required for them. At most 1e15 in absolute value.",
+    )
+    max: float | None = Field(
+        default=None,
+        ge=-MAX_PARAMETER_BOUND,
+        le=MAX_PARAMETER_BOUND,
+        description="Upper bound (int, float), inclusive; required for them. At most 1e15 in absolute value.",
+    )
     scale: Scale = Field(default=Scale.LINEAR, description="linear or log (log needs min > 0).")
     values: list[ParameterValue] | None = Field(
         default=None,
@@ -307,7 +310,7 @@ class Parameter(Model):
                 raise NO_BOUNDS_ON_CATEGORICAL.violation("min" if self.min is not None else "max")
             for i, value in enumerate(self.values):
                 if any(same_value(value, earlier) for earlier in self.values[:i]):
-                    raise RuleViolation(f"values[{i}]", VALUES_DISTINCT)
+                    raise VALUES_DISTINCT.violation(f"values[{i}]")
         if self.min is not None and self.max is not None and not self.min < self.max:
             raise MIN_BELOW_MAX.violation()
         if self.type == ParameterType.INT:
@@ -431,6 +434,64 @@ TEMPLATE_HAS_CONTAINER = Rule(
     "spec",
     "FieldValueRequired",
 )
+CONTAINER_HAS_IMAGE = Rule(
+    "has(self.image) && size(self.image) > 0",
+    "a container needs an image",
+    "image",
+    "FieldValueRequired",
+)
+MAX_CONTAINERS = 64
+MAX_IMAGE_LENGTH = 4096
+
+
+class ContainerShape(BaseModel):
+    """The part of a container the CRD types; every other field is kept as written."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra=cel_rules(CONTAINER_HAS_IMAGE))
+
+    name: str | None = Field(default=None, max_length=MAX_NAME_LENGTH, description="Container name (a DNS-1123 label).")
+    image: str | None = Field(
+        default=None, max_length=MAX_IMAGE_LENGTH, description="Container image; required (a Pod needs one)."
+    )
+
+    @model_validator(mode="after")
+    def _check_image(self) -> ContainerShape:
+        if not self.image:
+            raise CONTAINER_HAS_IMAGE.violation()
+        return self
+
+
+class PodSpecShape(BaseModel):
+    """The part of a PodSpec the CRD types (so its rules can read it); the rest is kept as written."""
+
+    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True)
+
+    containers: list[ContainerShape] | None = Field(
+        default=None,
+        max_length=MAX_CONTAINERS,
+        description="The pod's containers, at least one; the first is the trial.",
+    )
+    init_containers: list[ContainerShape] | None = Field(
+        default=None, max_length=MAX_CONTAINERS, description="Containers run before the others."
+    )
+
+
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inline_refs(
+                {**defs[node["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in node.items() if k != "$ref"}}, defs
+            )
+        return {k: _inline_refs(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+def _typed_part(model: type[BaseModel]) -> dict[str, Any]:
+    """``json_schema_extra`` giving a schemaless object the properties of ``model`` (types and rules)."""
+    schema = model.model_json_schema(by_alias=True)
+    return {"properties": _inline_refs(schema["properties"], schema.get("$defs", {}))}
 
 
 class TrialTemplate(Model):
@@ -439,12 +500,22 @@ class TrialTemplate(Model):
     model_config = ConfigDict(json_schema_extra=cel_rules(TEMPLATE_HAS_CONTAINER))
 
     metadata: dict[str, Any] | None = Field(default=None, description="Pod template metadata (labels, annotations).")
-    spec: dict[str, Any] = Field(description="A Kubernetes PodSpec; its first container is the trial.")
+    spec: dict[str, Any] = Field(
+        description="A Kubernetes PodSpec; its first container is the trial. Kept as written; the operator "
+        "replaces restartPolicy with Never (retries are backoffLimit's).",
+        json_schema_extra=_typed_part(PodSpecShape),
+    )
     active_deadline_seconds: int | None = Field(
         default=None, ge=1, description="Trial deadline: the Job is ended after this many seconds."
     )
     backoff_limit: int = Field(default=0, ge=0, le=10, description="Job retries before the trial fails.")
     retain: bool = Field(default=False, description="Keep finished Jobs and Pods (for debugging).")
+
+    @field_validator("spec")
+    @classmethod
+    def _check_typed_part(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        PodSpecShape.model_validate(spec)  # the CRD's checks of the typed part; the spec stays as written
+        return spec
 
     @model_validator(mode="after")
     def _check_containers(self) -> TrialTemplate:

@@ -118,11 +118,20 @@ async def test_invalid_spec_gets_valid_false_without_retry_loop(cluster: Emulato
         await k.request("POST", EXP, bad_model)
         await k.request("POST", EXP, experiment("bad-algo", algorithm={"name": "NoSuchOptimizer"}))
         await k.request("POST", EXP, experiment("bad-pod", trialTemplate=PRIVILEGED_TEMPLATE))
+        # kubectl apply accepts this one: `when` is schemaless, so the rule is the operator's (docs/reference.md)
+        bad_when = [{"name": "width", "type": "int", "min": 1, "max": 50, "when": {"width": [2]}}]
+        await k.request("POST", EXP, experiment("bad-when", parameters=bad_when))
+        when_self = "spec.parameters[0].when.width: when must name another parameter, not the parameter itself"
         refused = (
             "spec.trialTemplate.spec.containers[0].securityContext.privileged: privileged: true is forbidden by the "
             f"restricted trial pod policy; allow it with the chart value trialPodPolicy.namespaces.{NAMESPACE}.level"
         )
-        for name, needle in [("bad-model", "parameters"), ("bad-algo", "NoSuchOptimizer"), ("bad-pod", refused)]:
+        for name, needle in [
+            ("bad-model", "parameters"),
+            ("bad-algo", "NoSuchOptimizer"),
+            ("bad-pod", refused),
+            ("bad-when", when_self),
+        ]:
             status = await eventually(lambda name=name: finished(k, name))
             valid = next(c for c in status["conditions"] if c["type"] == "Valid")
             assert (status["phase"], status["reason"]) == ("Failed", "InvalidSpec")
