@@ -1,9 +1,9 @@
-"""Every CEL rule of the CRDs, proven with cel-python: compiles, holds on valid manifests,
-refuses what it is for, stays within the API server's cost budget, and uses constant messages."""
+"""Every CEL rule of the CRDs, proven with cel-python: parses, holds on valid manifests,
+refuses what it is for, and uses constant messages. That the API server accepts each rule (it
+type-checks it against the schema and estimates its cost) is test_crd_apiserver's business."""
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -16,12 +16,7 @@ from kubenas.api import experiment, spec
 
 SITES = [site for kind in ("Experiment", "Trial") for site in rule_sites(openapi_schema(kind))]
 API_SERVER_REASONS = {"FieldValueRequired", "FieldValueForbidden", "FieldValueInvalid", "FieldValueDuplicate"}
-# The API server's static limits (k8s.io/apiextensions-apiserver validation).
-PER_RULE_COST_LIMIT = 10_000_000
-PER_CRD_COST_LIMIT = 100_000_000
-COST_PER_ITERATION = 20  # generous: a handful of field reads, comparisons and a string compare per loop
 MACRO = re.compile(r"([A-Za-z_][\w.]*(?:\[\w+\])?)\.(all|exists_one|exists|map|filter)\(\s*(\w+)\s*,")
-IN_LIST = re.compile(r"\bin\s+([A-Za-z_][\w.]*)")
 
 
 def site_id(site: RuleSite) -> str:
@@ -129,7 +124,7 @@ def test_transition_rules_refuse_changes_and_allow_the_rest() -> None:
     assert admit(patched(old, {"spec.budget": {"maxTrials": 99}}), old=old) == []
 
 
-# --------------------------------------------------------------------------- static cost and bounds
+# --------------------------------------------------------------------------- bounds
 
 
 def _resolve(chain: str, env: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -145,77 +140,10 @@ def _resolve(chain: str, env: dict[str, dict[str, Any]]) -> dict[str, Any] | Non
     return node
 
 
-def _bound(node: dict[str, Any] | None) -> float:
-    if node is None:
-        return math.inf
-    return node.get("maxItems") or node.get("maxProperties") or math.inf
-
-
 def _element(node: dict[str, Any]) -> dict[str, Any]:
     if node.get("type") == "array":
         return node.get("items", {})
     return {"type": "string"}  # comprehensions over a map range over its keys
-
-
-def estimated_cost(expression: str, env: dict[str, dict[str, Any]], start: int = 0, end: int | None = None) -> float:
-    """Worst-case work of ``expression[start:end]``: iterations of nested comprehensions and list ``in``."""
-    end = len(expression) if end is None else end
-    cost, position = COST_PER_ITERATION, start
-    while (match := MACRO.search(expression, position, end)) is not None:
-        body_end = _closing_paren(expression, match.end() - 1 - len(match.group(3)) - 1)
-        rng = _resolve(match.group(1), env)
-        inner = {**env, match.group(3): _element(rng or {})}
-        cost += _bound(rng) * estimated_cost(expression, inner, match.end(), body_end)
-        position = body_end
-    for match in IN_LIST.finditer(expression, start, end):
-        node = _resolve(match.group(1), env)
-        if node and node.get("type") == "array":
-            cost += _bound(node)
-    return cost
-
-
-def _closing_paren(text: str, open_index: int) -> int:
-    while text[open_index] != "(":
-        open_index += 1
-    depth = 0
-    for i in range(open_index, len(text)):
-        depth += {"(": 1, ")": -1}.get(text[i], 0)
-        if depth == 0:
-            return i
-    raise AssertionError(f"unbalanced: {text}")
-
-
-def cardinality(kind: str, path: tuple[str | int, ...]) -> float:
-    """How many times a rule at ``path`` can run per object (the product of enclosing list/map bounds)."""
-    node, total = openapi_schema(kind), 1.0
-    for part in path:
-        if part == "*":
-            total *= _bound(node)
-            node = node.get("items") or node.get("additionalProperties")
-        else:
-            node = node["properties"][part]
-    return total
-
-
-@pytest.mark.parametrize("kind", ["Experiment", "Trial"])
-def test_estimated_cost_is_within_the_api_server_budget(kind: str) -> None:
-    total = 0.0
-    for site in rule_sites(openapi_schema(kind)):
-        rule_cost = estimated_cost(site.rule["rule"], {"self": site.schema, "oldSelf": site.schema})
-        rule_cost *= cardinality(kind, site.path)
-        assert rule_cost <= PER_RULE_COST_LIMIT, f"{site_id(site)}: {rule_cost:.3g}"
-        total += rule_cost
-    assert total <= PER_CRD_COST_LIMIT
-
-
-def test_cost_estimate_sees_nested_comprehensions() -> None:
-    schema = {"properties": {"xs": {"type": "array", "maxItems": 10, "items": {"type": "string", "maxLength": 5}}}}
-    flat = estimated_cost("self.xs.all(x, x != '')", {"self": schema})
-    nested = estimated_cost("self.xs.all(x, self.xs.exists(y, y == x))", {"self": schema})
-    unbounded = estimated_cost("self.ys.all(y, true)", {"self": schema})
-    assert flat == COST_PER_ITERATION * 11
-    assert nested == COST_PER_ITERATION * (1 + 10 * (1 + 10))
-    assert unbounded == math.inf
 
 
 CHAIN = re.compile(r"\b([A-Za-z_]\w*(?:\.\w+|\[\w+\])+)")
