@@ -563,9 +563,31 @@ class CostEstimator:
                 limit = args[1].expr.const_expr.int64_value
             return s.factor(2 * STRING_TRAVERSAL_COST_FACTOR), Size(0, limit)
         if function == "replace" and target is not None and len(args) >= 2:
-            return size(target).factor(2 * STRING_TRAVERSAL_COST_FACTOR), UNKNOWN
+            s, old, new = size(target), size(args[0]), size(args[1])
+            if old.lo == 0:
+                count_hi, kept_hi = (s.hi + 1 if s.hi < UINT64_MAX else s.hi), s.hi
+            elif new.hi <= old.lo:
+                count_hi, kept_hi = 0, s.hi
+            else:
+                count_hi, kept_hi = math.ceil(s.hi / old.lo), 0
+            if old.hi == 0:
+                count_lo, kept_lo = (s.lo + 1 if s.lo < UINT64_MAX else s.lo), s.lo
+            elif old.hi <= new.lo:
+                count_lo, kept_lo = 0, s.lo
+            else:
+                count_lo, kept_lo = math.ceil(s.lo / old.hi), 0
+            result = Size(count_lo, count_hi).mul(new).add(Size(kept_lo, kept_hi))
+            return s.factor(2 * STRING_TRAVERSAL_COST_FACTOR), result
         if function == "join" and target is not None:
-            return UNKNOWN, UNKNOWN  # not needed by kubenas; refuse to guess
+            items = size(target)
+            joined = ZERO
+            if target.type is not None and target.type.WhichOneof("kind") == "list_type":
+                element = self.estimate_size([*target.path, "@items"]) if target.path else None
+                joined = items.mul(element or UNKNOWN)
+            if args:
+                separators = Size(max(items.lo - 1, 0), max(items.hi - 1, 0))
+                joined = joined.add(size(args[0]).mul(separators))
+            return joined.factor(STRING_TRAVERSAL_COST_FACTOR), joined
         return None
 
 

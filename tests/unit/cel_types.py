@@ -11,16 +11,15 @@ does what the API server (Kubernetes v1.36) does when a CRD is created:
   x-kubernetes-int-or-string is ``dyn``; string formats byte/duration/date/date-time are
   bytes/duration/timestamp; a resource root always has apiVersion, kind, metadata.name and
   metadata.generateName. Each type keeps the size bound the cost estimator uses.
-- :class:`CrdTypes` turns those types into protobuf messages built at run time, and compiles
+- :class:`ProtoTypes` and :func:`new_env` turn those types into protobuf messages built at run time, and compiles
   every rule (and ``oldSelf`` in transition rules) with Google's C++ CEL type checker
   (``cel-expr-python``), declared as Kubernetes declares it (cross-type numeric comparisons,
   strings/math/bindings/optional extensions), plus the checks the API server adds on top:
   a bool result, homogeneous list and map literals, valid regex literals.
-- :func:`estimate_cost` ports cel-go's static cost estimator (``checker/cost.go``) with the
-  API server's size estimator and library costs, over the checked AST the C++ checker returns;
-  :func:`check_crd` multiplies each rule's cost by how many times it can run per object
-  (apiextensions ``CELSchemaContext``) and applies ``StaticEstimatedCostLimit`` and
-  ``StaticEstimatedCRDCostLimit``.
+- :func:`check_crd` costs each rule with ``cel_cost.estimate_cost`` (cel-go's static estimator
+  with the API server's size estimator and library costs, over the checked AST the C++ checker
+  returns), multiplies it by how many times the rule can run per object (apiextensions
+  ``CELSchemaContext``) and applies ``StaticEstimatedCostLimit`` and ``StaticEstimatedCRDCostLimit``.
 
 Limits of the emulation (none matters for the kubenas CRDs, and a test says so): a list or map
 nested directly in a list or map is typed with ``dyn`` elements (protobuf cannot nest repeated

@@ -153,6 +153,10 @@ def test_cost_is_cel_gos_estimate() -> None:
     assert _cost(schema, "self.xs.all(x, self.xs.exists(y, y == x))") == 3 + 10 * (2 + 1 + 3 + 10 * (3 + 1 + 2 + 2))
     # a string compared with a string: ⌈min of the two sizes × 0.1⌉
     assert _cost(schema, "self.xs[0] == self.xs[1]") == 2 + 1 + 2 + 1 + 2
+    # the Kubernetes library's string costs: join ⌈(10 × 20 + 9 × 1) × 0.1⌉, replace ⌈20 × 0.2⌉
+    assert _cost(schema, "self.xs.join(',') != ''") == 2 + 21  # != '' costs ⌈min(209, 0) × 0.1⌉ = 0
+    # xs[0] 1 + self.xs 2, replace 4, size() 1, > 1
+    assert _cost(schema, "self.xs[0].replace('a', 'bb').size() > 0") == (1 + 2) + 4 + 1 + 1
     unbounded = {"type": "object", "properties": {"s": {"type": "string"}}}
     assert _cost(unbounded, "self.s.matches('^a+$')") == 2 + 314573  # ⌈(3 MiB − 1) × 0.1⌉ × ⌈4 × 0.25⌉
 
