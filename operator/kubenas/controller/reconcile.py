@@ -349,10 +349,10 @@ async def _create_trial(
         if kube.is_refusal(err):
             raise TrialRefused(f"the API server refuses Trial {action.name}: {err.message or err}") from err
         raise
-    trial = api.Trial.model_validate(_trial_body(created))
+    trial = await _create_job(ctx, experiment, exp_raw, api.Trial.model_validate(_trial_body(created)))
     params = ", ".join(f"{k}={v}" for k, v in sorted(action.parameters.items()))
     await apply.post_event(ctx.kube, exp_raw, "TrialCreated", f"trial {action.name}: {params}")
-    return await _create_job(ctx, experiment, exp_raw, trial)
+    return trial
 
 
 async def _create_job(
