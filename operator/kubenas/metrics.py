@@ -19,6 +19,8 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from kubenas import results
+
 METRIC = "kubenas_trial_metric"
 STEP = "kubenas_trial_step"
 FINAL_STEP = "kubenas_trial_final_step"
@@ -76,7 +78,7 @@ def parse_exposition(text: str, max_samples: int = MAX_SERIES * 4) -> list[Sampl
 
 
 def trial_values(samples: Iterable[Sample]) -> TrialValues:
-    """The trial's step and metrics among ``samples`` (non-finite values dropped).
+    """The trial's step and metrics among ``samples`` (non-finite values and unusable names dropped).
 
     A step that is not a whole number in ``[0, MAX_STEP]`` is dropped, not clipped: a gauge
     of 1e300 is garbage, and clipping it would tell early stopping the trial reached its last rung.
@@ -91,9 +93,14 @@ def trial_values(samples: Iterable[Sample]) -> TrialValues:
             step = int(s.value) if step is None else max(step, int(s.value))
         elif s.name == FINAL_STEP and s.value >= 1 and valid_step(s.value):  # 0: an unset gauge, not an announcement
             final_step = int(s.value)
-        elif s.name == METRIC and s.labels.get("name") and len(metrics) < MAX_SERIES:
+        elif s.name == METRIC and _metric_name_ok(s.labels.get("name")) and len(metrics) < MAX_SERIES:
             metrics[s.labels["name"]] = s.value
     return TrialValues(step=step, metrics=metrics, final_step=final_step)
+
+
+def _metric_name_ok(name: str | None) -> bool:
+    """A name a result may carry too: 1 to ``results.MAX_METRIC_NAME_LENGTH`` characters of Unicode text."""
+    return name is not None and 0 < len(name) <= results.MAX_METRIC_NAME_LENGTH and results.is_unicode_text(name)
 
 
 def valid_step(value: float) -> bool:

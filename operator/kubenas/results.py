@@ -168,6 +168,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _metric_value(name: str, value: Any) -> float:
     if not name or len(name) > MAX_METRIC_NAME_LENGTH:
         raise InvalidResultError(f"metric name {_shorten(name)!r} must be 1 to {MAX_METRIC_NAME_LENGTH} characters")
+    if not is_unicode_text(name):
+        raise InvalidResultError(
+            f"metric name {_shorten(name)!r} holds a lone surrogate (\\uD800-\\uDFFF); names must be Unicode text"
+        )
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidResultError(
             f"metric {_shorten(name)!r} is a JSON {_json_type(value)}; metrics must be finite numbers"
@@ -179,6 +183,15 @@ def _metric_value(name: str, value: Any) -> float:
     if not math.isfinite(number):
         raise InvalidResultError(f"metric {_shorten(name)!r} is not finite")
     return number
+
+
+def is_unicode_text(text: str) -> bool:
+    """False for a string holding lone surrogates: JSON's ``\\ud800`` escapes make them, UTF-8 cannot encode them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_type(value: Any) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from kubenas import api, podpolicy
+from kubenas import api, podpolicy, results
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 64
@@ -269,24 +269,75 @@ def read_source(name: str) -> tuple[str | None, str | None]:
         return None, f"larger than {MAX_FILE_BYTES // 1024} KiB; not a manifest kubenas reads"
     try:
         return data.decode("utf-8"), None
-    except UnicodeDecodeError:
-        return None, "not UTF-8 text"
+    except UnicodeDecodeError as error:
+        return None, f"not UTF-8 text (byte {error.start})"
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing what it would let through silently or crash on.
+
+    A key given twice in one mapping (PyYAML keeps the last) is an error at the second one's
+    line; so is a value Python cannot build (an integer of 5,000 digits, a 13th month) and text
+    that is not Unicode (a lone surrogate, which no file or terminal can encode).
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` may be overridden by explicit keys; that is no duplicate
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # an unhashable key: the base class refuses it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {_shorten(repr(key))}: each key may appear once", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            value = super().construct_object(node, deep)
+        except (ValueError, OverflowError) as error:
+            shown = _shorten(repr(getattr(node, "value", "")))
+            reason = str(error).split(";")[0] or type(error).__name__
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read the value {shown}: {reason}", node.start_mark
+            ) from None
+        if isinstance(value, str) and not results.is_unicode_text(value):  # "\ud800" escapes make these
+            problem = f"the text {_shorten(repr(value))} holds a lone surrogate (\\uD800-\\uDFFF)"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
+        return value
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def parse_documents(text: str) -> tuple[list[Any], str | None]:
-    """The non-empty YAML documents of ``text``, or why it is not YAML."""
+    """The non-empty YAML documents of ``text``, or why it is not YAML (with the line, when known)."""
     try:
-        docs = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        docs = [doc for doc in yaml.load_all(text, Loader=StrictLoader) if doc is not None]
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(error, "problem", None) or type(error).__name__
-        return [], f"not valid YAML: {problem}{where}"
+        return [], f"not valid YAML: {_yaml_problem(error, text)}"
     except RecursionError:
         return [], "not valid YAML: nested too deeply"
     if not docs:
         return [], "no documents (the file is empty)"
     return docs, None
+
+
+def _yaml_problem(error: yaml.YAMLError, text: str) -> str:
+    if isinstance(error, yaml.reader.ReaderError):  # a character YAML does not allow, e.g. NUL
+        line = text.count("\n", 0, error.position) + 1
+        return f"character #x{error.character:04x} is not allowed in YAML (line {line})"
+    mark = getattr(error, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    problem = getattr(error, "problem", None) or type(error).__name__
+    return f"{problem}{where}"
 
 
 def load_policies(name: str) -> tuple[podpolicy.Policies | None, str | None]:
@@ -319,10 +370,15 @@ def check_file(name: str, policies: podpolicy.Policies = podpolicy.RESTRICTED) -
         return
     for number, doc in enumerate(docs, start=1):
         label = f"{name}#{number}" if len(docs) > 1 else name
-        try:
-            yield label, validate_document(doc, policies)
-        except RecursionError:
-            yield label, [Problem("", f"nested more than {MAX_DEPTH} levels deep")]
+        yield label, check_document(doc, policies)
+
+
+def check_document(doc: Any, policies: podpolicy.Policies | None = podpolicy.RESTRICTED) -> list[Problem]:
+    """:func:`validate_document`, with a document too deep for Python's recursion as a problem too."""
+    try:
+        return validate_document(doc, policies)
+    except RecursionError:
+        return [Problem("", f"nested more than {MAX_DEPTH} levels deep")]
 
 
 def main(files: Sequence[str], policy_file: str | None = None) -> int:

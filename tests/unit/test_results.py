@@ -58,6 +58,7 @@ def test_valid_results_parse(text: str | bytes | None, metrics: dict[str, float]
         pytest.param('{"a": 1, "a": 2}', "appears twice", id="duplicate-key"),
         pytest.param('{"": 1}', "must be 1 to", id="empty-name"),
         pytest.param("{" + '"' + "m" * 200 + '": 1}', "must be 1 to", id="long-name"),
+        pytest.param('{"\\ud800": 2}', "metric name '\\ud800' holds a lone surrogate", id="lone-surrogate-name"),
         pytest.param("[" * 2000 + "]" * 2000, "nested too deeply", id="deeply-nested"),
         pytest.param('{"a": {"b": 1}}', "'a' is a JSON object", id="nested-object"),
         pytest.param('{"a":' * 500 + "1" + "}" * 500, "nested too deeply", id="deeply-nested-objects"),

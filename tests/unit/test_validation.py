@@ -122,7 +122,14 @@ BAD_INPUT = {
         + "kind: Experiment\n",
         "after expanding YAML anchors",
     ),
-    "not-utf8": ("\udcff", "not UTF-8"),
+    "not-utf8": ("\udcff", "not UTF-8 text (byte 0)"),
+    "duplicate-key": ("kind: Experiment\nkind: Trial\n", "duplicate key 'kind': each key may appear once (line 2"),
+    "duplicate-nested-key": ("spec:\n  a: 1\n  a: 2\n", "duplicate key 'a': each key may appear once (line 3"),
+    "merge-key-overridden": ("base: &b {x: 1}\nc:\n  <<: *b\n  x: 2\n", "kind: must be Experiment or Trial"),
+    "integer-of-5000-digits": ("a: " + "1" * 5000 + "\n", "4300 digits) for integer string conversion"),
+    "thirteenth-month": ("a: 2001-13-01\n", "cannot read the value '2001-13-01': month must be in 1..12 (line 1"),
+    "lone-surrogate": ('a: "\\ud800"\n', "the text '\\ud800' holds a lone surrogate"),
+    "nul-character": ("a: b\0c\n", "character #x0000 is not allowed in YAML (line 1)"),
 }
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kubenas import api, validation
 from kubenas.local.results import RunDirectory
 
@@ -18,17 +16,18 @@ class ManifestError(ValueError):
 def load_experiment(path: Path) -> tuple[api.Experiment, str]:
     """The Experiment in a manifest file (the first document of kind Experiment) and the file's text.
 
+    Read and parsed by ``kubenas validate``'s own code: the same size limit, encoding, YAML
+    rules (no duplicate keys) and messages.
+
     Raises:
         ManifestError: with a message for the user.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{path} is not valid YAML: {exc}") from None
+    text, problem = validation.read_source(str(path))
+    if text is None:
+        raise ManifestError(validation.Problem("", problem or "cannot read").render(str(path)))
+    documents, problem = validation.parse_documents(text)
+    if problem:
+        raise ManifestError(validation.Problem("", problem).render(str(path)))
     document = next((d for d in documents if isinstance(d, dict) and d.get("kind") == "Experiment"), None)
     if document is None:
         raise ManifestError(f"{path} holds no document of kind Experiment")
@@ -40,7 +39,7 @@ def load_experiment(path: Path) -> tuple[api.Experiment, str]:
 
 def _validation_errors(document: dict[str, Any]) -> list[str]:
     # No trial pod policy: a local run starts processes, never a pod (the operator checks it in the cluster).
-    problems = validation.validate_document(document, policies=None)
+    problems = validation.check_document(document, policies=None)
     return [f"{p.path}: {p.message}" if p.path else p.message for p in problems]
 
 
