@@ -1,4 +1,4 @@
-"""The ``kubenas`` command: validate, run, report, operator.
+"""The ``kubenas`` command: validate, run, report, status, export, operator.
 
 Each subcommand's work lives in the module that owns it; this file only parses
 arguments and dispatches, importing lazily so ``kubenas validate`` stays fast.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 DESCRIPTION = "Kubernetes-native search for neural architectures, hyperparameters and model compression."
 
@@ -33,8 +34,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue an interrupted run")
     run.add_argument("--parallel", type=int, default=None, help="override budget.parallelTrials")
 
-    report = sub.add_parser("report", help="rebuild the report of a local run")
-    report.add_argument("dir", help="a run directory, e.g. runs/digits-nas")
+    report = sub.add_parser(
+        "report",
+        help="the HTML/PNG report of a local run (DIR) or of an experiment on a cluster (EXPERIMENT)",
+        description="An existing directory (or a path with /) is a local run, unless -n, --context or --kubeconfig "
+        "is given; anything else is the name of an Experiment on the cluster.",
+    )
+    report.add_argument("dir", metavar="DIR|EXPERIMENT", help="a run directory (runs/digits-nas) or an Experiment")
+    report.add_argument(
+        "-o", "--output", default=None, help="where to write it (default: DIR itself, or ./EXPERIMENT-report)"
+    )
+    cluster_arguments(report)
+
+    status = sub.add_parser("status", help="the trials of an experiment on a cluster, and its best so far")
+    status.add_argument("experiment", help="the Experiment's name")
+    cluster_arguments(status)
+    status.add_argument("-w", "--watch", action="store_true", help="redraw until the experiment ends")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between reads with --watch (default 2)")
+
+    export = sub.add_parser("export", help="the best trial of an experiment on a cluster: parameters, architecture")
+    export.add_argument("experiment", help="the Experiment's name")
+    cluster_arguments(export)
+    export.add_argument("-o", "--output", default=None, help="directory to write into (default ./EXPERIMENT-best)")
 
     operator = sub.add_parser("operator", help="run the Kubernetes operator")
     scope = operator.add_mutually_exclusive_group()
@@ -61,15 +82,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kubenas.local import runner
 
         return runner.main(args)
-    if args.command == "report":
+    if args.command == "report" and is_local_run(args):
         from kubenas.local import report
 
         return report.main(args)
+    if args.command in ("status", "report", "export"):
+        from kubenas import clustercommands
+
+        return int(getattr(clustercommands, args.command)(args))
     if args.command == "operator":
         from kubenas.controller import entrypoint
 
         return entrypoint.main(args)
     return 2  # pragma: no cover - argparse refuses unknown commands
+
+
+def cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-n``, ``--context``, ``--kubeconfig``, as kubectl takes them."""
+    parser.add_argument("-n", "--namespace", default=None, help="namespace (default: the context's)")
+    parser.add_argument("--context", default=None, help="kubeconfig context (default: the current one)")
+    parser.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+
+
+def is_local_run(args: argparse.Namespace) -> bool:
+    """``kubenas report X``: X is a local run directory, not an Experiment on a cluster."""
+    if "/" in args.dir:
+        return True  # an Experiment's name never holds one
+    cluster = args.namespace or args.context or args.kubeconfig
+    return Path(args.dir).is_dir() and not cluster
 
 
 if __name__ == "__main__":

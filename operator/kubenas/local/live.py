@@ -3,6 +3,10 @@
 On a terminal: a rich live view (progress bar with ETA, the running trials with their
 parameters, step and current metric, and the best trial so far). Anywhere else (CI logs,
 pipes, files): plain, timestamped lines, one per event, with no control characters.
+
+``experiment_view`` draws an experiment from its objects alone (the Experiment and its Trials,
+read from a cluster by ``kubenas status`` or from a run directory), with the same values,
+outcomes and best-so-far text as the live view.
 """
 
 from __future__ import annotations
@@ -11,15 +15,18 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import IO, Any, Protocol
 
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from kubenas import api
+from kubenas import api, objective
 
 PLAIN_PROGRESS_EVERY = 30.0
 MAX_PARAMETERS_SHOWN = 120
@@ -253,3 +260,123 @@ def make_view(stream: IO[str] | None = None) -> View:
     if stream.isatty():
         return RichView(Console(file=stream))
     return PlainView(stream)
+
+
+# ---------------------------------------------------------------------- an experiment from its objects
+
+MAX_TRIAL_ROWS = 50
+
+
+def snapshot_of(experiment: api.Experiment, trials: Sequence[api.Trial], now: datetime) -> Snapshot:
+    """The live view's snapshot of an experiment, from its objects alone.
+
+    The best trial and the Pareto front are the Experiment status's (what the operator or the
+    local runner last computed); running trials show their latest reported step and value.
+
+    Args:
+        experiment: the Experiment, with its status if it has one.
+        trials: its Trials, any phase.
+        now: the current time (running times are measured from each trial's start).
+    """
+    spec = experiment.spec
+    status = experiment.status or api.ExperimentStatus()
+    metric = objective.curve_metric(spec) or "objective"
+    finished = [t for t in trials if t.phase.is_finished]
+    running = [
+        RunningTrial(
+            name=t.name,
+            parameters=t.spec.parameters,
+            started=(t.status.start_time or now).timestamp(),
+            step=t.status.step,
+            metrics={metric: t.status.curve[-1].value} if t.status.curve else {},
+        )
+        for t in trials
+        if not t.phase.is_finished
+    ]
+    front = status.pareto_front
+    return Snapshot(
+        experiment=experiment.metadata.name,
+        metric=metric,
+        value_label=metric if not spec.objective.is_multi else "objective",
+        finished=len(finished),
+        total=spec.budget.max_trials,
+        running=running,
+        best=status.best_trial or (front[0] if front else None),
+        pareto_size=len(front),
+        failed=sum(1 for t in finished if t.phase == api.TrialPhase.FAILED),
+    )
+
+
+def experiment_view(
+    experiment: api.Experiment, trials: Sequence[api.Trial], now: datetime, limit: int = MAX_TRIAL_ROWS
+) -> Group:
+    """The experiment's phase, a table of its trials (phase, step, objective, reason) and the best so far.
+
+    Args:
+        experiment: the Experiment, with its status if it has one.
+        trials: its Trials.
+        now: the current time.
+        limit: at most this many trials are listed: the unfinished ones, then the latest finished.
+    """
+    spec = experiment.spec
+    status = experiment.status
+    snapshot = snapshot_of(experiment, trials, now)
+    phase = "no status yet (is the operator serving this namespace?)"
+    if status is not None:
+        phase = str(status.phase) + (f" ({status.reason})" if status.reason else "")
+    header = Text.assemble(
+        (experiment.metadata.name, "bold"),
+        f"  {phase}  ·  {snapshot.finished}/{snapshot.total} trials finished, {len(snapshot.running)} running",
+        f", {snapshot.failed} failed" if snapshot.failed else "",
+    )
+    parts: list[Any] = [header]
+    if status is not None and status.message:
+        parts.append(Text(status.message))
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("trial", no_wrap=True)
+    table.add_column("phase", no_wrap=True)
+    table.add_column("step", justify="right")
+    table.add_column(snapshot.value_label, justify="right")
+    table.add_column("reason", overflow="fold")
+    running = {t.name: t for t in snapshot.running}
+    shown = _listed(trials, limit)
+    for trial in shown:
+        value = _objective_value(spec, trial)
+        if trial.name in running:  # not a result yet: the latest value reported, marked
+            latest = running[trial.name].metrics.get(snapshot.metric)
+            value_text = "-" if latest is None else f"{format_value(latest)} ({snapshot.metric}, running)"
+            reason = ""
+        else:
+            value_text = format_value(value)
+            reason = "" if trial.phase == api.TrialPhase.SUCCEEDED else _outcome(trial, value)
+        table.add_row(
+            trial.name,
+            str(trial.phase),
+            "-" if trial.status.step is None else str(trial.status.step),
+            value_text,
+            Text(reason),  # messages carry a trial's log line: text, not markup
+        )
+    if trials:
+        parts.append(table)
+    if len(shown) < len(trials):
+        parts.append(Text(f"… {len(trials) - len(shown)} earlier finished trials not listed", style="dim"))
+    parts.append(Panel(_best_text(snapshot), title="best so far", title_align="left", expand=True))
+    return Group(*parts)
+
+
+def _objective_value(spec: api.ExperimentSpec, trial: api.Trial) -> float | None:
+    if trial.phase != api.TrialPhase.SUCCEEDED:
+        return None
+    return objective.scalar_value(spec.objective, trial.status.metrics)
+
+
+def _listed(trials: Sequence[api.Trial], limit: int) -> list[api.Trial]:
+    """At most ``limit`` trials in index order: the unfinished ones first kept, then the latest finished."""
+    ordered = sorted(trials, key=lambda t: t.spec.index)
+    if len(ordered) <= limit:
+        return ordered
+    active = [t for t in ordered if not t.phase.is_finished][:limit]
+    room = limit - len(active)
+    done = [t for t in ordered if t.phase.is_finished][-room:] if room else []
+    keep = {t.name for t in active} | {t.name for t in done}
+    return [t for t in ordered if t.name in keep]

@@ -1,7 +1,9 @@
 """The report of a local run: ``report.html`` and its PNGs, built from the results directory alone.
 
 ``kubenas run`` writes it when it stops; ``kubenas report DIR`` rebuilds it (e.g. after
-copying a run elsewhere, or while a run is still going). Charts:
+copying a run elsewhere, or while a run is still going). ``kubenas report EXPERIMENT -n NS``
+draws the same report from an Experiment's Trials on a cluster (``write`` takes the objects
+from either source). Charts:
 
 - ``best_so_far.png``: the objective of each trial in the order trials finished, and the
   best so far (one panel per objective metric for a multi-objective run);
@@ -70,8 +72,28 @@ def load_run(root: Path) -> tuple[api.Experiment, list[api.Trial], api.Experimen
 
 
 def build(root: Path) -> Path:
-    """Draw the charts and write ``report.html`` in ``root``; returns the HTML's path."""
+    """Draw the charts and write ``report.html`` in ``root``, from the run recorded there; returns the HTML's path."""
     experiment, trials, status = load_run(root)
+    return write(root, experiment, trials, status, RunDirectory(root).best())
+
+
+def write(
+    root: Path,
+    experiment: api.Experiment,
+    trials: Sequence[api.Trial],
+    status: api.ExperimentStatus | None,
+    best: dict[str, Any] | None,
+) -> Path:
+    """Draw the charts and write ``report.html`` in ``root``; returns the HTML's path.
+
+    Args:
+        root: the directory to write into (created if missing).
+        experiment: the Experiment (its spec says what to plot).
+        trials: every Trial, from a local run directory or a cluster.
+        status: the Experiment's status, if any.
+        best: the exported best trial, shaped as best.json (``summary.best_document``), if any.
+    """
+    root.mkdir(parents=True, exist_ok=True)
     spec = experiment.spec
     finished = sorted(
         (t for t in trials if t.phase.is_finished),
@@ -91,7 +113,6 @@ def build(root: Path) -> Path:
             continue
         figure.savefig(root / filename, dpi=110)
         shown.append((filename, title))
-    best = RunDirectory(root).best()
     page = render_html(experiment, finished, len(trials), status, best, shown)
     path = root / REPORT_HTML
     path.write_text(page, encoding="utf-8")
@@ -554,9 +575,14 @@ def _trials_table(spec: api.ExperimentSpec, trials: Sequence[api.Trial], best: d
 
 
 def main(args: argparse.Namespace) -> int:
-    """``kubenas report DIR``."""
+    """``kubenas report DIR [-o OUT]``: the report of a local run, in DIR or in OUT."""
+    root = Path(args.dir)
     try:
-        path = build(Path(args.dir))
+        if getattr(args, "output", None):
+            experiment, trials, status = load_run(root)
+            path = write(Path(args.output), experiment, trials, status, RunDirectory(root).best())
+        else:
+            path = build(root)
     except ReportError as exc:
         print(f"kubenas report: {exc}", file=sys.stderr)
         return 2

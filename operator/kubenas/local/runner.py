@@ -42,7 +42,7 @@ from kubenas.local.results import (
     trial_record,
 )
 from kubenas.local.scrape import TrialScraper
-from kubenas.local.summary import print_summary
+from kubenas.local.summary import best_document, print_summary
 from kubenas.metrics import TrialValues
 
 TICK_SECONDS = 0.5
@@ -420,19 +420,9 @@ class LocalRunner:
         return self._best_cache[1], self._best_cache[2]
 
     def _best_document(self, best: api.TrialSummary) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "experiment": self.name,
-            "trial": best.name,
-            "value": best.value,
-            "objective": self.spec.objective.to_wire(),
-            "parameters": dict(best.parameters),
-            "metrics": dict(best.metrics),
-            "architecture": read_architecture(self.run_dir.output_dir(best.name)),
-            "artifacts": "best/" if self.run_dir.output_dir(best.name).is_dir() else None,
-        }
-        if self.spec.objective.is_pareto:
-            document["paretoFront"] = [s.to_wire() for s in self.status.pareto_front]
-        return document
+        output = self.run_dir.output_dir(best.name)
+        artifacts = "best/" if output.is_dir() else None
+        return best_document(self.experiment, best, read_architecture(output), self.status.pareto_front, artifacts)
 
     def _write_outputs(self) -> None:
         """The report, and best.json unless the planner's ExportBest already wrote it (an interrupted
