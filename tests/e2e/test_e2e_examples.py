@@ -1,0 +1,131 @@
+"""Every example in examples/, applied with kubectl and run by the operator to Succeeded.
+
+Budgets are shrunk (2 trials, 2 in parallel, at most 1 epoch) in a copy of the manifest. No
+Prometheus: the final results come from termination messages; no curves, so early stopping
+does not fire.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_cluster import EXAMPLES, children, load, shrink, status, summary, to_yaml, wait_for
+from kubeapi import Kube, path
+from kubelet import TestKubelet
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
+FINISHED = ("Succeeded", "Failed", "Stopped")
+
+
+def _claims(manifest: dict[str, Any]) -> dict[str, str]:
+    """claimName → the trial container's mountPath, for each PersistentVolumeClaim the template mounts."""
+    spec = manifest["spec"]["trialTemplate"]["spec"]
+    volumes = [v for v in spec.get("volumes") or [] if "persistentVolumeClaim" in v]
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in volumes}
+    mounts = spec["containers"][0].get("volumeMounts") or []
+    return {claims[m["name"]]: m["mountPath"] for m in mounts if m["name"] in claims}
+
+
+def _local_claim(kube: Kube, namespace: str, claim: str, directory: str) -> str:
+    """A PVC bound to a new hostPath PersistentVolume on ``directory``; returns the PV's name."""
+    pv_name = f"{namespace}-{claim}"[:63]
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name, "labels": {"kubenas.io/e2e": "true"}},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadOnlyMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": directory, "type": "Directory"},
+            "claimRef": {"namespace": namespace, "name": claim},
+        },
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadOnlyMany"],
+            "storageClassName": "",
+            "volumeName": pv_name,
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    kube.create(path("v1", "persistentvolumes"), pv)
+    kube.create(path("v1", "persistentvolumeclaims", namespace), pvc)
+    claim_path = path("v1", "persistentvolumeclaims", namespace, claim)
+    wait_for(lambda: (kube.get(claim_path).get("status") or {}).get("phase") == "Bound", 60, f"PVC {claim} Bound")
+    return pv_name
+
+
+@pytest.fixture
+def volumes(kube: Kube) -> Iterator[list[str]]:
+    """PersistentVolumes created by the test, deleted after it (they are cluster-scoped)."""
+    created: list[str] = []
+    yield created
+    for name in created:
+        kube.delete(path("v1", "persistentvolumes", name=name))
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("example", EXAMPLE_FILES, ids=lambda p: p.stem)
+def test_example_runs_to_succeeded(
+    example: Path,
+    kube: Kube,
+    kubectl: Callable[..., Any],
+    crds: None,
+    kubelet: TestKubelet | None,
+    namespace: str,
+    operator: Callable[..., Any],
+    volumes: list[str],
+) -> None:
+    manifest = shrink(load(example), max_trials=2, parallel=2, epochs=1)
+    # Data volumes: with the test kubelet, a claim bound to the same directory on this machine.
+    for claim, mount_path in _claims(manifest).items():
+        if kubelet is None:
+            pytest.skip(f"{example.name} needs a PersistentVolumeClaim {claim!r} holding its data on this cluster")
+        if not os.path.isdir(mount_path):
+            hint = " (apt-get install dataset-fashion-mnist)" if "fashion-mnist" in mount_path else ""
+            pytest.skip(f"{example.name} reads {mount_path}, absent on this machine{hint}")
+        volumes.append(_local_claim(kube, namespace, claim, mount_path))
+    name = manifest["metadata"]["name"]
+    max_trials = manifest["spec"]["budget"]["maxTrials"]
+
+    operator(namespace)
+    kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(manifest))
+    st = wait_for(
+        lambda: (s := status(kube, namespace, name)).get("phase") in FINISHED and s,
+        360,
+        f"{example.name} finishes",
+        interval=1.0,
+        state=lambda: summary(kube, namespace, name),
+    )
+    assert st["phase"] == "Succeeded", summary(kube, namespace, name)
+
+    kids = children(kube, namespace, name)
+    phases = [(t.get("status") or {}).get("phase") for t in kids["trials"]]
+    assert 1 <= len(phases) <= max_trials, phases
+    assert "Succeeded" in phases, summary(kube, namespace, name)
+    assert all(p in ("Succeeded", "Failed", "EarlyStopped", "Stopped") for p in phases), phases
+
+    exported = kube.get(path("v1", "configmaps", namespace, f"{name}-best"))
+    assert exported["data"]["trial"].startswith(f"{name}-")
+    metrics = json.loads(exported["data"]["metrics.json"])
+    objective = manifest["spec"]["objective"]
+    wanted = [objective["metric"]] if "metric" in objective else [m["name"] for m in objective["metrics"]]
+    assert all(m in metrics for m in wanted), metrics
+    assert json.loads(exported["data"]["parameters.json"])
+
+    row = kubectl("get", "nasexp", name, "-n", namespace, "--no-headers").stdout.split()
+    assert row[:3] == [name, "Succeeded", st["progress"]], row
+    # Finished Jobs are deleted once their result is on the Trial (no retain).
+    wait_for(lambda: not children(kube, namespace, name)["jobs"], 60, "finished Jobs deleted")

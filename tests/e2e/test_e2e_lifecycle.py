@@ -1,0 +1,194 @@
+"""The operator's life on a real cluster: SIGKILL and restart mid-experiment, an Experiment
+deleted while it runs, and a trial template the API server refuses."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from e2e_cluster import (
+    children,
+    condition,
+    delete_namespace,
+    names,
+    quick_experiment,
+    status,
+    summary,
+    to_yaml,
+    wait_for,
+)
+from kubeapi import Kube, path
+from kubelet import TestKubelet
+
+pytestmark = pytest.mark.e2e
+
+FINISHED_TRIAL = ("Succeeded", "Failed", "EarlyStopped", "Stopped")
+
+
+def _phase(obj: dict[str, Any]) -> str | None:
+    return (obj.get("status") or {}).get("phase")
+
+
+def _running_pods(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
+    return [p for p in children(kube, namespace, name)["pods"] if _phase(p) == "Running"]
+
+
+@pytest.mark.timeout(300)
+def test_operator_killed_and_restarted(
+    kube: Kube, kubectl: Callable[..., Any], crds: None, namespace: str, operator: Callable[..., Any]
+) -> None:
+    name, max_trials = "restart", 6
+    op = operator(namespace)
+    manifest = quick_experiment(name, seconds=4, max_trials=max_trials)
+    kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(manifest))
+    state = lambda: summary(kube, namespace, name)  # noqa: E731
+
+    # 1. Killed while its first trials run.
+    wait_for(lambda: _running_pods(kube, namespace, name), 90, "a trial pod Running", state=state)
+    op.kill()
+    time.sleep(6)  # the trials end while no operator watches
+    op.start()
+    # 2. Killed again once some trials have finished and others were created.
+    wait_for(
+        lambda: (
+            sum(_phase(t) in FINISHED_TRIAL for t in children(kube, namespace, name)["trials"]) >= 2
+            and len(children(kube, namespace, name)["trials"]) >= 4
+        ),
+        120,
+        "4 trials, 2 finished",
+        state=state,
+    )
+    op.kill()
+    op.start()
+    st = wait_for(
+        lambda: (s := status(kube, namespace, name)).get("phase") in ("Succeeded", "Failed") and s,
+        180,
+        "the experiment finishes",
+        state=state,
+    )
+    assert st["phase"] == "Succeeded", state()
+
+    kids = children(kube, namespace, name)
+    trials = kids["trials"]
+    assert names(trials) == sorted(f"{name}-{i}" for i in range(max_trials)), names(trials)
+    assert sorted(t["spec"]["index"] for t in trials) == list(range(max_trials))
+    assert all(_phase(t) == "Succeeded" for t in trials), state()
+    configurations = {tuple(sorted(t["spec"]["parameters"].items())) for t in trials}
+    assert len(configurations) == max_trials, "a configuration ran twice"
+    # No orphan Job: each one belongs to a Trial, and the finished ones are deleted.
+    trial_uids = {t["metadata"]["uid"] for t in trials}
+    for job in kids["jobs"]:
+        owners = {o["uid"] for o in job["metadata"].get("ownerReferences") or []}
+        assert owners & trial_uids, f"Job {job['metadata']['name']} has no Trial owner"
+    wait_for(lambda: not children(kube, namespace, name)["jobs"], 60, "no Job left", state=state)
+    assert kube.get(path("v1", "configmaps", namespace, f"{name}-best"))["data"]["trial"] in names(trials)
+
+
+@pytest.mark.timeout(300)
+def test_experiment_deleted_while_running(
+    kube: Kube,
+    kubectl: Callable[..., Any],
+    crds: None,
+    kubelet: TestKubelet | None,
+    namespace: str,
+    operator: Callable[..., Any],
+) -> None:
+    name = "deleted"
+    op = operator(namespace)
+    kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(quick_experiment(name, seconds=300, max_trials=4)))
+    state = lambda: summary(kube, namespace, name)  # noqa: E731
+    wait_for(lambda: len(_running_pods(kube, namespace, name)) == 2, 90, "2 trial pods Running", state=state)
+
+    kids = children(kube, namespace, name)
+    exp = kube.get(path("kubenas.io/v1alpha1", "experiments", namespace, name))
+    assert not exp["metadata"].get("finalizers")
+    for kind in ("trials", "configmaps"):
+        for obj in kids[kind]:
+            assert not obj["metadata"].get("finalizers"), obj["metadata"]
+    for obj in kids["jobs"] + kids["pods"]:  # only Kubernetes' own Job-tracking finalizer
+        assert set(obj["metadata"].get("finalizers") or []) <= {"batch.kubernetes.io/job-tracking"}, obj["metadata"]
+
+    started = time.monotonic()
+    kubectl("delete", "experiment", name, "-n", namespace, "--wait=false")
+    wait_for(
+        lambda: (
+            status(kube, namespace, name) == {}
+            and kube.get_or_none(path("kubenas.io/v1alpha1", "experiments", namespace, name)) is None
+            and not any(children(kube, namespace, name).values())
+        ),
+        90,
+        "Experiment, Trials, Jobs, Pods and ConfigMaps gone (garbage collector)",
+        interval=1.0,
+        state=lambda: {k: names(v) for k, v in children(kube, namespace, name).items()},
+    )
+    elapsed = time.monotonic() - started
+    if kubelet is not None:
+        wait_for(lambda: not [k for k in kubelet.running() if k.startswith(f"{namespace}/")], 15, "processes killed")
+    print(f"experiment and its children gone in {elapsed:.1f}s")
+
+    # With the operator down, the namespace still deletes cleanly: nothing of ours holds a finalizer.
+    op.kill()
+    started = time.monotonic()
+    delete_namespace(kube, namespace, timeout=90)
+    print(f"namespace gone in {time.monotonic() - started:.1f}s")
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(
+    ("breakage", "template", "words"),
+    [
+        ("label", {"metadata": {"labels": {"team": "not a label value!"}}}, ("Invalid value", "not a label value!")),
+        ("env-name", {"env": [{"name": "BAD=NAME", "value": "1"}]}, ("Invalid value", "BAD=NAME")),
+    ],
+)
+def test_template_the_api_server_refuses(
+    breakage: str,
+    template: dict[str, Any],
+    words: tuple[str, ...],
+    kube: Kube,
+    kubectl: Callable[..., Any],
+    crds: None,
+    namespace: str,
+    operator: Callable[..., Any],
+) -> None:
+    name = f"refused-{breakage}"
+    manifest = quick_experiment(name, seconds=1, max_trials=6, parallel=2)
+    trial_template = manifest["spec"]["trialTemplate"]
+    if "metadata" in template:
+        trial_template["metadata"] = template["metadata"]
+    if "env" in template:
+        trial_template["spec"]["containers"][0]["env"] = template["env"]
+    operator(namespace)
+    kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(manifest))  # the CRD cannot see it: accepted
+    state = lambda: summary(kube, namespace, name)  # noqa: E731
+
+    def visible() -> str | None:
+        valid = condition(status(kube, namespace, name), "Valid")
+        if valid is not None and valid.get("status") == "False":
+            return f"Valid=False: {valid.get('message')}"
+        for trial in children(kube, namespace, name)["trials"]:
+            st = trial.get("status") or {}
+            if st.get("reason") == "InvalidTemplate":
+                return f"{trial['metadata']['name']} InvalidTemplate: {st.get('message')}"
+        return None
+
+    started = time.monotonic()
+    seen = wait_for(visible, 30, "Valid=False or a Trial InvalidTemplate", state=state)
+    print(f"visible in {time.monotonic() - started:.1f}s: {seen}")
+    assert all(w in seen for w in words), seen
+
+    # No retry loop: the experiment settles, no Job exists, and the Trial count stops growing.
+    def settled() -> tuple[int, ...] | None:
+        before = len(children(kube, namespace, name)["trials"])
+        time.sleep(5)  # five resync periods of the test operator
+        kids = children(kube, namespace, name)
+        return None if len(kids["trials"]) != before or kids["jobs"] else (before,)
+
+    (count,) = wait_for(settled, 60, "a stable Trial count and no Job", state=state)
+    budget = manifest["spec"]["budget"]
+    assert count <= budget["maxTrials"], state()
+    st = status(kube, namespace, name)
+    valid = condition(st, "Valid")
+    assert st.get("phase") == "Failed" or (valid or {}).get("status") == "False", state()
