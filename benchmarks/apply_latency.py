@@ -71,11 +71,19 @@ class JobClock:
         self.seen: dict[str, float] = {}
         self._cond = threading.Condition()
         self._watch = kubernetes.watch.Watch()
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         time.sleep(0.5)  # the watch is established before anything is applied
 
     def _run(self) -> None:
+        try:
+            self._stream()
+        except Exception:  # the namespace is deleted under the watch at the end
+            if not self._stopping:
+                raise
+
+    def _stream(self) -> None:
         batch = kubernetes.client.BatchV1Api()
         for event in self._watch.stream(batch.list_namespaced_job, self.namespace, timeout_seconds=3600):
             labels = event["object"].metadata.labels or {}
@@ -96,6 +104,7 @@ class JobClock:
                 self._cond.wait(left)
 
     def stop(self) -> None:
+        self._stopping = True
         self._watch.stop()
 
 

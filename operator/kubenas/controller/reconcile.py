@@ -79,11 +79,18 @@ def _synced(
 
 async def _reconcile(ctx: Context, key: Key) -> bool:
     namespace, name = key
-    try:
-        raw = await ctx.kube.get(kube.EXPERIMENTS, namespace, name)
-    except kube.NotFound:
+    # One round trip for the experiment and its children: read together, matched by owner uid after.
+    got, listed = await asyncio.gather(
+        ctx.kube.get(kube.EXPERIMENTS, namespace, name), _list_children(ctx, namespace, name), return_exceptions=True
+    )
+    if isinstance(got, kube.NotFound):
         ctx.telemetry.forget(key)
         return False
+    for outcome in (got, listed):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    assert isinstance(got, dict) and isinstance(listed, tuple)
+    raw = got
     now = datetime.now(UTC)
     try:
         experiment = api.Experiment.model_validate(raw)
@@ -93,7 +100,7 @@ async def _reconcile(ctx: Context, key: Key) -> bool:
         await _write_experiment_status(ctx, raw, decided.status)
         ctx.telemetry.observe(key, decided.status.phase, ())
         return False
-    children = await _children(ctx, experiment)
+    children = _children(experiment, *listed)
     trials = await _observe_trials(ctx, experiment, raw, children, now)
     await curves.poll(ctx, experiment, trials, children.trials, children.pods)
     try:
@@ -128,14 +135,25 @@ class _Children:
     pods: dict[str, list[dict[str, Any]]]
 
 
-async def _children(ctx: Context, experiment: api.Experiment) -> _Children:
-    ns, name, uid = experiment.metadata.namespace, experiment.metadata.name, experiment.metadata.uid
+Listed = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+async def _list_children(ctx: Context, namespace: str, name: str) -> Listed:
+    """The Trials, Jobs and Pods labelled with the experiment's name (not yet checked for ownership)."""
     labels = {workload.LABEL_EXPERIMENT: name}
     trials, jobs, pods = await asyncio.gather(
-        ctx.kube.list(kube.TRIALS, ns, labels),
-        ctx.kube.list(kube.JOBS, ns, labels),
-        ctx.kube.list(kube.PODS, ns, labels),
+        ctx.kube.list(kube.TRIALS, namespace, labels),
+        ctx.kube.list(kube.JOBS, namespace, labels),
+        ctx.kube.list(kube.PODS, namespace, labels),
     )
+    return trials, jobs, pods
+
+
+def _children(
+    experiment: api.Experiment, trials: list[dict[str, Any]], jobs: list[dict[str, Any]], pods: list[dict[str, Any]]
+) -> _Children:
+    """The listed children that belong to this experiment (a deleted namesake's are left out)."""
+    uid = experiment.metadata.uid
     trials = [t for t in trials if _owned_by(t, uid)]
     trial_uids = {t["metadata"]["uid"]: t["metadata"]["name"] for t in trials if t["metadata"].get("uid")}
     by_trial: dict[str, dict[str, Any]] = {}
