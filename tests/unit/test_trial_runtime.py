@@ -66,3 +66,27 @@ def test_channels_last_only_for_cnns() -> None:
 def test_summary_names_the_device() -> None:
     info = runtime.summary({"amp": "bf16"}, torch.device("cpu"))
     assert info["device"].startswith("cpu") and info["amp"] == "bfloat16"
+
+
+@pytest.mark.parametrize(("content", "expected"), [("max 100000", None), ("150000 100000", 1.5), ("0 100000", None)])
+def test_cpu_quota_is_the_exact_limit(tmp_path: Path, content: str, expected: float | None) -> None:
+    (tmp_path / "cpu.max").write_text(content + "\n")
+    assert runtime.cpu_quota(tmp_path) == expected
+
+
+def test_cpu_quota_from_cgroup_v1(tmp_path: Path) -> None:
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert runtime.cpu_quota(tmp_path) == 0.5
+
+
+@pytest.mark.parametrize(("requested", "quota", "usable", "expected"), [
+    (3, None, 2, 3),      # the parameter wins
+    (0, 2.5, 8, 2),       # the limit, rounded down: a thread beyond the quota is throttled
+    (0, 0.5, 8, 1),       # at least one thread
+    (0, 16.0, 4, 4),      # never more than the CPUs the process may run on
+    (0, None, 64, 1),     # no limit: the node is shared, its CPU count is not this trial's share
+])
+def test_latency_threads(requested: int, quota: float | None, usable: int, expected: int) -> None:
+    assert runtime.latency_threads(requested, quota, usable) == expected

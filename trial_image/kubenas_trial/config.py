@@ -97,6 +97,8 @@ SPECS: dict[str, Spec] = {
     # cost measurement
     "latency_repeats": Spec(int, 50, "batch-1 forwards timed for latency_ms (median)", min=1, max=100_000),
     "latency_warmup": Spec(int, 10, "untimed warm-up forwards before timing", min=0, max=10_000),
+    "latency_threads": Spec(int, 0, "CPU threads for latency_ms (0: the CPU limit rounded down, 1 without one)",
+                            min=0, max=1024),
 }
 
 

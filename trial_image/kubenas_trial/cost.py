@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
-import statistics
+import math
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -51,21 +53,118 @@ def flops(model: nn.Module, example: torch.Tensor) -> int:
     return flop_counts(model, example)[0]
 
 
-def latency_ms(model: nn.Module, example: torch.Tensor, repeats: int = 50, warmup: int = 10) -> float:
-    """Median wall time in ms of a forward pass on ``example`` (batch 1) after ``warmup`` untimed passes."""
+SPREAD_THRESHOLD = 0.25
+"""A round whose IQR/median exceeds this was disturbed (a quiet CPU stays well under 0.1)."""
+MAX_ROUNDS = 3
+"""Rounds of timed runs at most: the first, then up to two re-measurements while disturbed."""
+
+
+@dataclass(frozen=True)
+class LatencyRound:
+    """One round of timed forwards: their median (ms) and spread (interquartile range / median)."""
+
+    median_ms: float
+    spread: float
+
+
+@dataclass(frozen=True)
+class Latency:
+    """The kept round of a latency measurement and how it was obtained."""
+
+    median_ms: float
+    spread: float
+    remeasured: int
+    noisy: bool
+    threads: int
+
+    def metrics(self) -> dict[str, float]:
+        """The trial's final metrics for this measurement (see docs/trial.md)."""
+        return {"latency_ms": self.median_ms, "latency_ms_spread": self.spread,
+                "latency_remeasured": self.remeasured, "latency_noisy": int(self.noisy),
+                "latency_threads": self.threads}
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (linear interpolation between order statistics)."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summarize(times_ms: Sequence[float]) -> LatencyRound:
+    """Median and spread (IQR / median, 0 for a zero median) of one round's timings."""
+    median = quantile(times_ms, 0.5)
+    iqr = quantile(times_ms, 0.75) - quantile(times_ms, 0.25)
+    return LatencyRound(median, iqr / median if median > 0 else 0.0)
+
+
+def is_noisy(measured: LatencyRound, threshold: float = SPREAD_THRESHOLD) -> bool:
+    """Whether a round's spread shows interference (other processes took the CPU mid-run)."""
+    return measured.spread > threshold
+
+
+def settle(measure_round: Callable[[], LatencyRound], threads: int, max_rounds: int = MAX_ROUNDS,
+           threshold: float = SPREAD_THRESHOLD) -> Latency:
+    """Measure rounds until one is quiet or ``max_rounds`` ran; keep the round with the smallest spread."""
+    rounds = [measure_round()]
+    while is_noisy(rounds[-1], threshold) and len(rounds) < max_rounds:
+        rounds.append(measure_round())
+    kept = min(rounds, key=lambda r: r.spread)
+    return Latency(kept.median_ms, kept.spread, len(rounds) - 1, is_noisy(kept, threshold), threads)
+
+
+def forward_timer(model: nn.Module, example: torch.Tensor) -> Callable[[], float]:
+    """A function running one forward of ``model`` on ``example`` and returning its time in ms.
+
+    On CUDA the time is between two CUDA events around the forward, read after synchronising:
+    the kernels' time, not the launch time. Elsewhere it is the wall time.
+    """
+    if example.device.type == "cuda":
+        def cuda_forward() -> float:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            model(example)
+            end.record()
+            end.synchronize()
+            return float(start.elapsed_time(end))
+        return cuda_forward
+
+    def wall_forward() -> float:
+        start = time.perf_counter()
+        model(example)
+        return (time.perf_counter() - start) * 1000.0
+    return wall_forward
+
+
+def timed_round(forward: Callable[[], float], repeats: int, warmup: int) -> LatencyRound:
+    """``warmup`` untimed forwards, then the summary of ``repeats`` timed ones."""
+    for _ in range(warmup):
+        forward()
+    return summarize([forward() for _ in range(repeats)])
+
+
+def measure_latency(model: nn.Module, example: torch.Tensor, threads: int, repeats: int = 50, warmup: int = 10,
+                    max_rounds: int = MAX_ROUNDS, threshold: float = SPREAD_THRESHOLD) -> Latency:
+    """Latency of a forward pass on ``example`` with torch using ``threads`` CPU threads (restored after).
+
+    Each round runs ``warmup`` untimed then ``repeats`` timed forwards; a disturbed round is
+    measured again (see ``settle``).
+    """
     model.eval()
-    sync = torch.cuda.synchronize if example.device.type == "cuda" else (lambda: None)
-    times = []
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(example)
-        sync()
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(example)
-            sync()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000.0
+    forward = forward_timer(model, example)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            if example.device.type == "cuda":
+                torch.cuda.synchronize(example.device)
+            return settle(lambda: timed_round(forward, repeats, warmup), threads, max_rounds, threshold)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def size_bytes(model: nn.Module) -> int:

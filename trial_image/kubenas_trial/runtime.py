@@ -13,8 +13,8 @@ import torch
 from kubenas_trial.config import ConfigError
 
 
-def cpu_limit(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """The container's CPU limit in whole CPUs (rounded up), or None when unlimited or unknown.
+def cpu_quota(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The container's CPU limit in CPUs (e.g. 1.5), or None when unlimited or unknown.
 
     Reads cgroup v2 ``cpu.max``, else cgroup v1 ``cpu/cpu.cfs_quota_us`` and ``cpu.cfs_period_us``.
     """
@@ -30,9 +30,36 @@ def cpu_limit(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int | None:
     if quota in ("max", "-1"):
         return None
     try:
-        return max(1, math.ceil(int(quota) / int(period)))
+        cpus = int(quota) / int(period)
     except (ValueError, ZeroDivisionError):
         return None
+    return cpus if cpus > 0 else None
+
+
+def cpu_limit(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The container's CPU limit in whole CPUs (rounded up), or None when unlimited or unknown."""
+    cpus = cpu_quota(cgroup_root)
+    return None if cpus is None else max(1, math.ceil(cpus))
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), never the machine's count when affinity is known."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def latency_threads(requested: int, quota: float | None, usable: int) -> int:
+    """CPU threads for the latency measurement: the parameter, else the CPU limit rounded down, else 1.
+
+    Rounded down because a thread beyond the quota spends its time throttled. Without a limit
+    the process shares the node's CPUs with whatever else runs there, and its affinity is the
+    whole node, not its share: intra-op threads that outnumber the CPUs actually free wait for
+    each other at every barrier (int8 kernels 40-200x slower), so one thread is measured.
+    """
+    if requested > 0:
+        return requested
+    if quota is None:
+        return 1
+    return max(1, min(math.floor(quota), usable))
 
 
 def thread_count(requested: int) -> int:
@@ -42,7 +69,7 @@ def thread_count(requested: int) -> int:
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    available = usable_cpus()
     limit = cpu_limit()
     return min(available, limit) if limit else available
 

@@ -135,7 +135,9 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
     latency_input = example.to(latency_device)
     if trainer.channels_last and final_model is float_model:
         latency_input = latency_input.contiguous(memory_format=torch.channels_last)
-    latency = cost.latency_ms(final_model, latency_input, config["latency_repeats"], config["latency_warmup"])
+    threads = runtime.latency_threads(config["latency_threads"], runtime.cpu_quota(), runtime.usable_cpus())
+    latency = cost.measure_latency(final_model, latency_input, threads, config["latency_repeats"],
+                                   config["latency_warmup"])
 
     final: dict[str, Any] = {
         "accuracy": val_acc,
@@ -147,7 +149,7 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
         "log10_params": math.log10(max(nonzero, 1)),  # for weighted objectives: α·accuracy − β·log(size)
         "flops": flop_count,
         "sparse_flops": sparse_flops,
-        "latency_ms": latency,
+        **latency.metrics(),
         "model_size_bytes": cost.size_bytes(final_model),
         **extra,
         "epochs": last_step,
