@@ -1,17 +1,23 @@
 """Trial processes on the local machine: start, watch, end, and find orphans of a killed run.
 
 Each trial runs as the trial template's container command + args, directly (never through a
-shell), in its own session so that ending it ends every process it started. Every start is
-recorded (pid, process group, start time) in the run directory before the runner does
-anything else, so that ``kubenas run --resume`` after ``kill -9`` of the runner can find
-the trial processes it left behind and end them.
+shell), in its own session so that ending it ends every process it started. On Linux it is
+also sent SIGTERM when the runner dies (``PR_SET_PDEATHSIG``), so a ``kill -9`` of the runner
+does not leave trials training for nobody. Every start is recorded (pid, process group, start
+time) in the run directory before the runner does anything else, so that ``kubenas run
+--resume`` can find whatever the runner left behind (a trial that ignored SIGTERM, the
+processes a trial started) and end it.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import errno
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,11 +29,25 @@ from pathlib import Path
 
 import psutil
 
+from kubenas.local.files import write_atomically
+
 # Interpreter names in a trial image that mean "the Python that runs kubenas" locally.
 PYTHON_NAMES = frozenset({"python", "python3"})
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "KUBENAS_NUM_THREADS")
 # Two start times closer than this belong to the same process (psutil rounds to clock ticks).
 _START_TIME_TOLERANCE = 0.05
+DEATH_SIGNAL = signal.SIGTERM
+# Runs in the trial's process before the trial's own program: asks the kernel for DEATH_SIGNAL when
+# the runner dies (the request survives exec), ends at once if the runner died before it asked,
+# then becomes the trial (same pid, same session). A few ms of Python instead of a preexec_fn,
+# which is unsafe in the runner (it has scraper threads).
+_DEATH_SIGNAL_EXEC = (
+    "import ctypes, os, sys\n"
+    "ctypes.CDLL(None).prctl(1, int(sys.argv[1]), 0, 0, 0)\n"  # 1: PR_SET_PDEATHSIG
+    "if os.getppid() != int(sys.argv[2]): os.kill(os.getpid(), int(sys.argv[1]))\n"
+    "os.execv(sys.argv[3], sys.argv[4:])\n"
+)
+GPU_VARIABLE = "CUDA_VISIBLE_DEVICES"
 
 
 @dataclass(frozen=True)
@@ -53,6 +73,135 @@ def local_argv(command: Sequence[str], args: Sequence[str]) -> list[str]:
     if Path(argv[0]).name in PYTHON_NAMES or Path(argv[0]).name.startswith("python3."):
         argv[0] = sys.executable
     return argv
+
+
+def startable_problem(argv: Sequence[str], env: Mapping[str, str]) -> str | None:
+    """Why the OS cannot start ``argv`` with ``env``, naming the argument or variable; None when it can.
+
+    A NUL byte (e.g. from a categorical value) or text the file system encoding cannot hold
+    would make ``Popen`` raise; this says which item it is.
+    """
+    for index, arg in enumerate(argv):
+        problem = _os_text_problem(arg)
+        if problem:
+            return f"argument {index} ({_shorten(arg)!r}) {problem}"
+    for name, value in env.items():
+        if not name or "=" in name:
+            return f"environment variable name {_shorten(name)!r} is empty or holds '='"
+        problem = _os_text_problem(name) or _os_text_problem(value)
+        if problem:
+            return f"environment variable {_shorten(name)!r} {problem}"
+    return None
+
+
+def _os_text_problem(text: str) -> str | None:
+    if "\0" in text:
+        return "holds a NUL byte, which no program argument or variable can"
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        return "holds characters the file system encoding cannot hold"
+    return None
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def resolve_executable(program: str, env: Mapping[str, str], cwd: Path) -> str:
+    """The path ``program`` runs from, looked up on the trial's ``PATH`` as ``Popen`` would.
+
+    Raises:
+        FileNotFoundError: no such program.
+        PermissionError: it exists but cannot be executed.
+    """
+    if os.sep in program:
+        path = cwd / program
+        if not path.exists():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        if path.is_dir() or not os.access(path, os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+        return str(path)
+    found = shutil.which(program, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    return os.path.join(cwd, found)
+
+
+def with_death_signal(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> list[str]:
+    """``argv``, run so that the trial gets ``DEATH_SIGNAL`` when the runner dies (Linux; elsewhere as is).
+
+    The signal follows the thread that starts the trial: the runner starts trials from its main thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return list(argv)
+    program = resolve_executable(argv[0], env, cwd)
+    death = [sys.executable, "-I", "-S", "-c", _DEATH_SIGNAL_EXEC, str(int(DEATH_SIGNAL)), str(os.getpid())]
+    return [*death, program, *argv]
+
+
+def visible_gpus(env: Mapping[str, str], nvidia_smi: str | None = None) -> list[str]:
+    """The GPUs trials may use, without importing a GPU library.
+
+    ``CUDA_VISIBLE_DEVICES``'s entries when it is set (up to the first empty or negative one, where
+    CUDA stops too); else the GPUs ``nvidia-smi -L`` lists, when it is installed; else none.
+    """
+    if GPU_VARIABLE in env:
+        return visible_devices_entries(env[GPU_VARIABLE])
+    program = nvidia_smi or shutil.which("nvidia-smi")
+    if program is None:
+        return []
+    try:
+        listing = subprocess.run([program, "-L"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return nvidia_smi_gpus(listing.stdout) if listing.returncode == 0 else []
+
+
+def visible_devices_entries(value: str) -> list[str]:
+    entries = []
+    for entry in value.split(","):
+        entry = entry.strip()
+        if not entry or entry.startswith("-"):
+            break
+        entries.append(entry)
+    return entries
+
+
+def nvidia_smi_gpus(listing: str) -> list[str]:
+    """The GPU indices in ``nvidia-smi -L`` output (``GPU 0: NVIDIA A100 (UUID: ...)``)."""
+    return re.findall(r"^GPU (\d+):", listing, flags=re.MULTILINE)
+
+
+def least_busy(gpus: Sequence[str], load: Mapping[str, int], start: int) -> str:
+    """The GPU running the fewest trials; among equals, the first from ``start`` on (round-robin)."""
+    order = [gpus[(start + i) % len(gpus)] for i in range(len(gpus))]
+    return min(order, key=lambda gpu: load.get(gpu, 0))
+
+
+class GpuAllocator:
+    """Spreads parallel trials over the visible GPUs, one each, round-robin and least busy first.
+
+    With fewer than two GPUs there is nothing to spread: :meth:`acquire` returns None and the
+    trials see what the runner sees.
+    """
+
+    def __init__(self, gpus: Sequence[str]) -> None:
+        self.gpus = list(gpus)
+        self._load: collections.Counter[str] = collections.Counter()
+        self._next = 0
+
+    def acquire(self) -> str | None:
+        if len(self.gpus) < 2:
+            return None
+        gpu = least_busy(self.gpus, self._load, self._next)
+        self._load[gpu] += 1
+        self._next = (self.gpus.index(gpu) + 1) % len(self.gpus)
+        return gpu
+
+    def release(self, gpu: str | None) -> None:
+        if gpu is not None and self._load[gpu] > 0:
+            self._load[gpu] -= 1
 
 
 def threads_per_trial(parallel: int, cpus: int | None = None) -> int:
@@ -114,11 +263,20 @@ class TrialProcess:
         log_path: Path,
         port: int,
     ) -> TrialProcess:
-        """Start ``argv`` (no shell) in a new session, stdout and stderr to ``log_path``."""
+        """Start ``argv`` (no shell) in a new session, stdout and stderr to ``log_path``.
+
+        Raises:
+            OSError: the program cannot be found or run.
+            ValueError: an argument or variable no process can hold (:func:`startable_problem`).
+        """
+        problem = startable_problem(argv, env)
+        if problem:
+            raise ValueError(f"cannot start the trial: {problem}")
+        command = with_death_signal(argv, env, cwd)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
-                list(argv),
+                command,
                 env=dict(env),
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
@@ -190,13 +348,7 @@ class ProcessRegistry:
         return records
 
     def save(self, records: Iterable[ProcessRecord]) -> None:
-        data = json.dumps([asdict(r) for r in records], indent=1).encode()
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        write_atomically(self.path, json.dumps([asdict(r) for r in records], indent=1).encode())
 
     def add(self, record: ProcessRecord) -> None:
         records = self.load()

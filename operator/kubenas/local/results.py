@@ -6,13 +6,15 @@ run.json               the run's identity (uid) and the experiment status, rewri
 trials/<name>/         trial.json (the Trial object), parameters.json, log.txt, termination-log, output/
 trials.jsonl           one line per finished trial, appended and fsync'd as it ends
 processes.json         pid, process group and start time of every live trial process
-best.json              best trial (parameters, metrics, architecture); best/ holds its artifacts
+best.json              the best trial (parameters, metrics, architecture); best/ holds its artifacts
+                       (links into .best-<id>/, which one rename of the link .best replaces)
 report.html, *.png     the report (``kubenas report DIR`` rebuilds it)
 ```
 
 The Trial objects are the record a resumed run rebuilds everything from (the Suggester
-replays them); every write is atomic (temporary file, fsync, rename), so ``kill -9`` at
-any instant leaves either the old or the new version of a file, never a torn one.
+replays them); every write is atomic (temporary file, fsync, rename, fsync of the directory),
+so ``kill -9`` at any instant leaves either the old or the new version of a file, never a
+torn one; best/ and best.json change together.
 """
 
 from __future__ import annotations
@@ -21,33 +23,35 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from kubenas import api
+from kubenas.local.files import (
+    append_durably,
+    copy_tree_within,
+    fsync_directory,
+    read_regular_file,
+    remove_tree,
+    replace_with_link,
+    write_atomically,
+)
 from kubenas.local.processes import ProcessRegistry
 
 TRIALS_JSONL = "trials.jsonl"
 BEST_JSON = "best.json"
 BEST_DIR = "best"
 ARCHITECTURE_FILE = "architecture.json"
+MAX_ARCHITECTURE_BYTES = 1024 * 1024
+BEST_CURRENT = ".best"
+BEST_VERSION_PREFIX = ".best-"
+BEST_ARTIFACTS = "artifacts"
 
 
 class RunLockedError(RuntimeError):
     """Another ``kubenas run`` is using this results directory."""
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a reader (or a crash) sees all of it or none of it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -58,7 +62,7 @@ def read_json(path: Path) -> Any:
     """The JSON in ``path``, or None when it is missing or unreadable."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 
@@ -176,7 +180,7 @@ class RunDirectory:
     def reset_trial_files(self, name: str) -> None:
         """Forget a previous attempt's result and log, so a rerun is judged on its own output."""
         self.termination_log(name).unlink(missing_ok=True)
-        shutil.rmtree(self.output_dir(name), ignore_errors=True)
+        remove_tree(self.output_dir(name))
         log = self.log_path(name)
         if log.exists():
             os.replace(log, log.with_suffix(".previous.txt"))
@@ -186,12 +190,7 @@ class RunDirectory:
     def append_finished(self, record: Mapping[str, Any]) -> None:
         """Append one finished trial to trials.jsonl and fsync: once this returns, the result survives a crash."""
         line = (json.dumps(record, sort_keys=False, separators=(",", ":")) + "\n").encode()
-        fd = os.open(self.root / TRIALS_JSONL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_durably(self.root / TRIALS_JSONL, line)
 
     def finished_records(self) -> list[dict[str, Any]]:
         """The lines of trials.jsonl (a torn last line, from a crash mid-write, is dropped and repaired)."""
@@ -213,16 +212,44 @@ class RunDirectory:
 
     # ----------------------------------------------------------------- best
 
-    def write_best(self, best: Mapping[str, Any], artifacts_from: Path | None) -> None:
-        """Write best.json and copy the best trial's artifacts to ``best/``."""
-        target = self.root / BEST_DIR
+    def write_best(self, best: Mapping[str, Any], artifacts_from: Path | None) -> list[str]:
+        """Replace best/ (the best trial's artifacts) and best.json together; returns the artifacts left out.
+
+        A new version is written in full into a directory of its own (``.best-<id>/`` holding
+        ``best.json`` and ``artifacts/``), then the link ``.best`` is pointed at it in one rename.
+        ``best`` and ``best.json`` are fixed links through ``.best``, so a reader or a crash sees
+        the old pair or the new one, never a mix. Links out of the trial's output and special files
+        are not copied (see ``files.copy_tree_within``).
+        """
+        version = self.root / f"{BEST_VERSION_PREFIX}{uuid.uuid4().hex[:12]}"
+        version.mkdir()
+        artifacts = version / BEST_ARTIFACTS
         if artifacts_from is not None and artifacts_from.is_dir():
-            staging = self.root / f".{BEST_DIR}.tmp"
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(artifacts_from, staging)
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(staging, target)
-        write_json(self.root / BEST_JSON, dict(best))
+            skipped = copy_tree_within(artifacts_from, artifacts)
+        else:
+            artifacts.mkdir()
+            skipped = []
+        write_json(version / BEST_JSON, dict(best))
+        fsync_directory(version)
+        replace_with_link(self.root / BEST_CURRENT, version.name)
+        self._link(BEST_DIR, f"{BEST_CURRENT}/{BEST_ARTIFACTS}")
+        self._link(BEST_JSON, f"{BEST_CURRENT}/{BEST_JSON}")
+        self._remove_best_versions(keep=version.name)
+        return skipped
+
+    def _link(self, name: str, target: str) -> None:
+        """Make ``name`` the link to ``target`` (once; a run written before these were links is converted)."""
+        path = self.root / name
+        if path.is_symlink() and os.readlink(path) == target:
+            return
+        if path.is_dir() and not path.is_symlink():
+            os.replace(path, self.root / f"{BEST_VERSION_PREFIX}old-{uuid.uuid4().hex[:12]}")
+        replace_with_link(path, target)
+
+    def _remove_best_versions(self, keep: str) -> None:
+        for path in self.root.glob(f"{BEST_VERSION_PREFIX}*"):
+            if path.name != keep:
+                remove_tree(path)
 
     def best(self) -> dict[str, Any] | None:
         value = read_json(self.root / BEST_JSON)
@@ -255,5 +282,11 @@ def trial_record(trial: api.Trial, value: float | None) -> dict[str, Any]:
 
 
 def read_architecture(output_dir: Path) -> Any:
-    """The architecture the trial wrote (``architecture.json`` in its output), or None."""
-    return read_json(output_dir / ARCHITECTURE_FILE)
+    """The architecture the trial wrote (``architecture.json`` in its output, at most 1 MiB of JSON), or None."""
+    data = read_regular_file(output_dir / ARCHITECTURE_FILE, MAX_ARCHITECTURE_BYTES + 1)
+    if data is None or len(data) > MAX_ARCHITECTURE_BYTES:
+        return None
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None

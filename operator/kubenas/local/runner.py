@@ -23,9 +23,12 @@ from typing import Any
 from kubenas import api, objective, plan, search, workload
 from kubenas import results as trial_results
 from kubenas.local import report
+from kubenas.local.files import read_regular_file
 from kubenas.local.live import RunningTrial, Snapshot, View, make_view
 from kubenas.local.manifest import ManifestError, load_experiment, same_search
 from kubenas.local.processes import (
+    GPU_VARIABLE,
+    GpuAllocator,
     PortAllocator,
     TrialProcess,
     end_orphans,
@@ -33,6 +36,7 @@ from kubenas.local.processes import (
     local_argv,
     thread_environment,
     threads_per_trial,
+    visible_gpus,
 )
 from kubenas.local.results import (
     BEST_DIR,
@@ -77,6 +81,8 @@ class LocalRunner:
         self.scrapers: dict[str, TrialScraper] = {}
         self.live: dict[str, RunningTrial] = {}
         self.ports = PortAllocator()
+        self.gpus = GpuAllocator(visible_gpus(os.environ))
+        self.gpu_of: dict[str, str] = {}
         self.status = run_dir.load_status() or api.ExperimentStatus()
         self.suggester = search.Suggester(self.spec)
         self.threads = threads_per_trial(self.spec.budget.parallel_trials)
@@ -87,10 +93,7 @@ class LocalRunner:
     # ------------------------------------------------------------------ setup
 
     def _container(self) -> dict[str, Any]:
-        containers = self.spec.trial_template.spec.get("containers") or []
-        if not containers:
-            raise ManifestError("trialTemplate.spec.containers is empty: the first container is the trial")
-        return dict(containers[0])
+        return trial_container(self.spec)
 
     def _container_env(self) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -116,14 +119,36 @@ class LocalRunner:
         self.run_dir.processes.save([])
         logged = {str(r.get("name")) for r in self.run_dir.finished_records()}
         for trial in self.run_dir.load_trials():
-            if trial.phase.is_finished:
-                if trial.name not in logged:
-                    self.run_dir.append_finished(trial_record(trial, self._value(trial)))
-            else:
-                trial = self._reset(trial)
+            if not trial.phase.is_finished:
+                trial = self._finished_while_away(trial) or self._reset(trial)
                 self.run_dir.save_trial(trial)
+            if trial.phase.is_finished and trial.name not in logged:
+                self.run_dir.append_finished(trial_record(trial, self._value(trial)))
             self.trials[trial.name] = trial
         return sum(1 for t in self.trials.values() if t.phase.is_finished)
+
+    def _finished_while_away(self, trial: api.Trial) -> api.Trial | None:
+        """The trial as finished, when it wrote a valid result before or after the runner died; else None.
+
+        Its exit code was never observed: the result (the trial's last act) is taken as its word.
+        """
+        path = self.run_dir.termination_log(trial.name)
+        text = _read_result(path)
+        if not text or not trial_results.parse_termination_message(text).ok:
+            return None  # no result, or one torn by a kill mid-write: not a result, the trial runs again
+        outcome = trial_results.classify_finished_trial(self.spec.objective, exit_code=0, result_text=text)
+        status = trial.status.model_copy(
+            update={
+                "phase": outcome.phase,
+                "reason": outcome.reason,
+                "message": f"{outcome.message} (finished while the runner was stopped; exit code not seen)"[:1024],
+                "metrics": dict(outcome.metrics),
+                "exit_code": None,
+                "completion_time": _modified(path),
+            }
+        )
+        self.view.message(f"{trial.name} finished while the runner was stopped: its result is kept")
+        return trial.model_copy(update={"status": status})
 
     def _reset(self, trial: api.Trial) -> api.Trial:
         self.run_dir.reset_trial_files(trial.name)
@@ -261,9 +286,11 @@ class LocalRunner:
         output.mkdir(parents=True, exist_ok=True)
         parameters_file = self.run_dir.parameters_file(name)
         parameters_file.write_text(workload.parameters_json(params), encoding="utf-8")
+        gpu = self.gpus.acquire()
         env = {
             **os.environ,
             **thread_environment(self.threads),
+            **({GPU_VARIABLE: gpu} if gpu is not None else {}),
             "PYTHONUNBUFFERED": "1",
             **self._template_env,
             **workload.trial_environment(self.name, name, params, port),
@@ -276,17 +303,21 @@ class LocalRunner:
         now = datetime.now(UTC)
         try:
             proc = TrialProcess.start(name, argv, env, Path.cwd(), self.run_dir.log_path(name), port)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             self.ports.release(port)
+            self.gpus.release(gpu)
+            message = f"cannot start {argv[0]!r}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
             outcome_status = api.TrialStatus(
                 phase=api.TrialPhase.FAILED,
                 reason=api.TrialReason.EXIT_CODE,
-                message=f"cannot start {argv[0]!r}: {exc.strerror or exc}"[:1024],
+                message=message[:1024],
                 start_time=now,
                 completion_time=now,
             )
             self._record_finished(trial.model_copy(update={"status": outcome_status}))
             return
+        if gpu is not None:
+            self.gpu_of[name] = gpu
         self.run_dir.processes.add(proc.record)
         self.processes[name] = proc
         self.scrapers[name] = TrialScraper(port, self.spec.metrics.path)
@@ -324,7 +355,7 @@ class LocalRunner:
         outcome = trial_results.classify_finished_trial(
             self.spec.objective,
             exit_code=exit_code,
-            result_text=_read_bounded(self.run_dir.termination_log(name), trial_results.MAX_RESULT_BYTES + 1),
+            result_text=_read_result(self.run_dir.termination_log(name)),
             backend_reason=backend_reason,
             log_tail=_log_tail(self.run_dir.log_path(name)) if exit_code != 0 else None,
         )
@@ -350,7 +381,10 @@ class LocalRunner:
     def _export(self, best: api.TrialSummary) -> api.ExportStatus:
         """best.json and the best trial's artifacts (in best/); the status records where they went."""
         artifacts = self.run_dir.output_dir(best.name)
-        self.run_dir.write_best(self._best_document(best), artifacts)
+        skipped = self.run_dir.write_best(self._best_document(best), artifacts)
+        if skipped:
+            shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+            self.view.message(f"note: best/ leaves out {len(skipped)} item(s) of {best.name}'s output: {shown}")
         has_artifacts = artifacts.is_dir() and any(artifacts.iterdir())
         return api.ExportStatus(artifact=str(self.run_dir.root / BEST_DIR) if has_artifacts else None)
 
@@ -374,6 +408,7 @@ class LocalRunner:
         proc = self.processes.pop(name, None)
         if proc is not None:
             self.ports.release(proc.port)
+            self.gpus.release(self.gpu_of.pop(name, None))
             self.run_dir.processes.remove(name)
         self.live.pop(name, None)
 
@@ -439,24 +474,40 @@ class LocalRunner:
 # ---------------------------------------------------------------------- helpers
 
 
-def _read_bounded(path: Path, limit: int) -> bytes | None:
+def trial_container(spec: api.ExperimentSpec) -> dict[str, Any]:
+    """The container a local trial runs: the template's first, which must say what to run.
+
+    Raises:
+        ManifestError: there is none, or it has neither command nor args.
+    """
+    containers = spec.trial_template.spec.get("containers") or []
+    if not containers:
+        raise ManifestError("trialTemplate.spec.containers is empty: the first container is the trial")
+    container = dict(containers[0])
+    if not (container.get("command") or container.get("args")):
+        raise ManifestError(
+            "spec.trialTemplate.spec.containers[0]: neither command nor args: nothing to run locally "
+            "(an image's entrypoint has no local meaning)"
+        )
+    return container
+
+
+def _read_result(path: Path) -> bytes | None:
+    """A trial's termination file, bounded (one byte over the limit is read, so a longer one is refused)."""
+    return read_regular_file(path, trial_results.MAX_RESULT_BYTES + 1)
+
+
+def _modified(path: Path) -> datetime:
     try:
-        with open(path, "rb") as handle:
-            return handle.read(limit)
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
     except OSError:
-        return None
+        return datetime.now(UTC)
 
 
 def _log_tail(path: Path) -> str:
     """The last non-empty line of a trial's log (e.g. the exception), for the failure message."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - LOG_TAIL_BYTES))
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
+    data = read_regular_file(path, LOG_TAIL_BYTES, tail=True) or b""
+    text = data.decode("utf-8", errors="replace")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
 
@@ -481,6 +532,7 @@ def main(args: argparse.Namespace) -> int:
     """``kubenas run FILE [--output DIR] [--resume] [--parallel N]``."""
     try:
         experiment, text = load_experiment(Path(args.file))
+        trial_container(experiment.spec)
     except ManifestError as exc:
         print(f"kubenas run: {exc}", file=sys.stderr)
         return 2

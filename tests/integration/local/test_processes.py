@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -72,6 +73,33 @@ def test_ending_a_trial_ends_its_whole_process_group(tmp_path: Path) -> None:
     code = proc.end(grace=2)
     assert code < 0
     assert group_members(proc.record.pgid, settle=5) == []
+
+
+# A stand-in runner: starts one trial (a long sleep) from its main thread, prints its pid, waits.
+RUNNER = (
+    "import os, sys, time\n"
+    "from pathlib import Path\n"
+    "from kubenas.local.processes import TrialProcess\n"
+    "proc = TrialProcess.start('t-0', [sys.executable, '-c', 'import time; time.sleep(600)'], dict(os.environ),"
+    " Path.cwd(), Path(sys.argv[1]), 0)\n"
+    "print(proc.popen.pid, flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def test_a_trial_ends_when_its_runner_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the runner sends the trial its parent-death signal: it does not train on for nobody."""
+    runner = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, str(tmp_path / "log.txt")], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        trial = psutil.Process(int(runner.stdout.readline()))
+        assert trial.is_running()
+    finally:
+        runner.kill()
+        runner.wait()
+    gone, _ = psutil.wait_procs([trial], timeout=10)
+    assert gone, "the trial outlived its runner"
 
 
 def test_orphans_of_a_killed_run_are_found_from_the_registry_and_ended(tmp_path: Path) -> None:

@@ -73,12 +73,8 @@ def test_small_experiment_runs_to_a_best_trial_and_a_report(tmp_path: Path, writ
 
 
 def test_kill_9_of_the_runner_then_resume_runs_exactly_max_trials(tmp_path: Path, write_manifest) -> None:
-    hold = tmp_path / "hold"
-    hold.mkdir()
     manifest = write_manifest(
-        stub_manifest(
-            "crash", max_trials=5, parallel=2, args=["--epochs", "8", "--sleep", "0.25", "--hold-dir", str(hold)]
-        )
+        stub_manifest("crash", max_trials=5, parallel=2, args=["--epochs", "8", "--sleep", "0.25"])
     )
     run_dir = tmp_path / "runs" / "crash"
     runner = start_kubenas("run", str(manifest), "--output", "runs", cwd=tmp_path, log=tmp_path / "first.log")
@@ -86,33 +82,90 @@ def test_kill_9_of_the_runner_then_resume_runs_exactly_max_trials(tmp_path: Path
         wait_for(
             lambda: len(records(run_dir)) >= 2 and len(live_trial_processes(run_dir)) >= 2, what="2 done, 2 running"
         )
-        # Keep the running trials alive past the kill, however slowly the resumed runner starts.
-        for record in json.loads((run_dir / "processes.json").read_text()):
-            (hold / str(record["pid"])).touch()
     finally:
         runner.send_signal(signal.SIGKILL)
         runner.wait()
+    finished_before = {r["name"] for r in records(run_dir)}
+    # The running trials got their parent-death signal: nobody trains for a dead runner.
+    wait_for(lambda: live_trial_processes(run_dir) == [], timeout=20, what="trials to end with their runner")
+
+    result = run_kubenas("run", str(manifest), "--output", "runs", "--resume", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = records(run_dir)
+    names = [r["name"] for r in lines]
+    assert sorted(names) == [f"crash-{i}" for i in range(5)], names  # none lost, none repeated, none extra
+    assert all(r["phase"] == "Succeeded" for r in lines)
+    assert finished_before <= set(names)
+    assert sorted(p.name for p in (run_dir / "trials").iterdir()) == sorted(names)
+    assert live_trial_processes(run_dir) == []
+    status = json.loads((run_dir / "run.json").read_text())["status"]
+    assert status["phase"] == "Succeeded" and status["trials"]["succeeded"] == 5
+
+
+def test_a_trial_that_finishes_while_the_runner_is_dead_keeps_its_result_on_resume(
+    tmp_path: Path, write_manifest
+) -> None:
+    """kill -9 of the runner; one trial (which finishes its work when asked to stop) completes meanwhile, the
+    other is still held when --resume starts: the first is kept and never run again, the second is ended and
+    run again, and the budget counts each once."""
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    for name in ("fin-0", "fin-1"):
+        (hold / name).touch()  # held from their first epoch on
+    args = ["--epochs", "2", "--sleep", "0.05", "--hold-dir", str(hold), "--ignore-sigterm"]
+    manifest = write_manifest(stub_manifest("fin", max_trials=3, parallel=2, args=args))
+    run_dir = tmp_path / "runs" / "fin"
+    runner = start_kubenas("run", str(manifest), "--output", "runs", cwd=tmp_path, log=tmp_path / "first.log")
     try:
-        finished_before = {r["name"] for r in records(run_dir)}
-        orphans = live_trial_processes(run_dir)
-        assert orphans, "trials must outlive a killed runner for this test to mean anything"
+        try:
+            wait_for(lambda: all(started(run_dir, name) for name in ("fin-0", "fin-1")), what="2 trials started")
+            (hold / str(registered(run_dir)["fin-1"])).touch()  # fin-1 stays held past its name's release
+        finally:
+            runner.send_signal(signal.SIGKILL)
+            runner.wait()
+        survivors = live_trial_processes(run_dir)
+        assert len(survivors) == 2, "these trials outlive the runner's death signal, on purpose"
+
+        (hold / "fin-0").unlink()  # fin-0 finishes with nobody watching
+        fin_0 = next(p for p in survivors if p.environ().get("KUBENAS_TRIAL") == "fin-0")
+        wait_for(lambda: not fin_0.is_running() or fin_0.status() == psutil.STATUS_ZOMBIE, what="fin-0 to finish")
+        assert (run_dir / "trials" / "fin-0" / "termination-log").exists()
+        assert records(run_dir) == []  # the runner never saw it finish
+        (hold / "fin-1").unlink()  # its rerun must not be held; the orphan still is, by its pid
 
         result = run_kubenas("run", str(manifest), "--output", "runs", "--resume", cwd=tmp_path)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "left running by the interrupted run" in result.stdout
-        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans)
+        assert "fin-0 finished while the runner was stopped" in result.stdout
+        assert "left running by the interrupted run (fin-1)" in result.stdout
 
         lines = records(run_dir)
-        names = [r["name"] for r in lines]
-        assert sorted(names) == [f"crash-{i}" for i in range(5)], names  # none lost, none repeated, none extra
-        assert all(r["phase"] == "Succeeded" for r in lines)
-        assert finished_before <= set(names)
-        assert sorted(p.name for p in (run_dir / "trials").iterdir()) == sorted(names)
+        assert sorted(r["name"] for r in lines) == ["fin-0", "fin-1", "fin-2"]  # as budgeted, each once
+        assert all(r["phase"] == "Succeeded" for r in lines), lines
+        kept = next(r for r in lines if r["name"] == "fin-0")
+        assert kept["metrics"]["accuracy"] > 0 and "finished while the runner was stopped" in kept["message"]
+        trial_dir = run_dir / "trials" / "fin-0"
+        assert not (trial_dir / "log.previous.txt").exists()  # not run again
+        assert (trial_dir / "log.txt").read_text().count("trial fin-0 params=") == 1
+        assert (run_dir / "trials" / "fin-1" / "log.previous.txt").exists()  # the held one ran again
         assert live_trial_processes(run_dir) == []
-        status = json.loads((run_dir / "run.json").read_text())["status"]
-        assert status["phase"] == "Succeeded" and status["trials"]["succeeded"] == 5
     finally:
         shutil.rmtree(hold, ignore_errors=True)  # never leave a held trial behind
+        for proc in live_trial_processes(run_dir):
+            proc.kill()
+
+
+def started(run_dir: Path, name: str) -> bool:
+    """The stub trial printed its first line (after its signal handling is set up)."""
+    log = run_dir / "trials" / name / "log.txt"
+    return log.exists() and f"trial {name} params=" in log.read_text()
+
+
+def registered(run_dir: Path) -> dict[str, int]:
+    """Trial name → pid, from the runner's process registry."""
+    try:
+        return {r["trial"]: r["pid"] for r in json.loads((run_dir / "processes.json").read_text())}
+    except (OSError, ValueError):
+        return {}
 
 
 def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path, write_manifest, capsys) -> None:
