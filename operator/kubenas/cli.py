@@ -7,10 +7,12 @@ arguments and dispatches, importing lazily so ``kubenas validate`` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+DEBUG_ENV = "KUBENAS_DEBUG"
 DESCRIPTION = "Kubernetes-native search for neural architectures, hyperparameters and model compression."
 
 
@@ -73,7 +75,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; an error nobody foresaw is one line on stderr and exit status 1, not a traceback.
+
+    ``KUBENAS_DEBUG=1`` lets the exception through (the tests set it, so a bug is never hidden).
+    """
     args = build_parser().parse_args(argv)
+    try:
+        return dispatch(args)
+    except Exception as error:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"kubenas: error: {one_line(error)} (set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+def one_line(error: BaseException, limit: int = 500) -> str:
+    """``Type: message`` on one line, cut to ``limit`` characters."""
+    text = " ".join(str(error).split())
+    described = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return described if len(described) <= limit else described[: limit - 1] + "…"
+
+
+def dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         from kubenas import validation
 

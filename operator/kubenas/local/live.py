@@ -21,6 +21,7 @@ from typing import IO, Any, Protocol
 from rich import box
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -75,6 +76,12 @@ def format_parameters(parameters: Mapping[str, api.ParameterValue], limit: int =
         parts.append(f"{key}={shown}")
     text = " ".join(parts)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print: control characters (a trial's log line may hold terminal escapes) and
+    lone surrogates (which no stream can encode) are shown as escapes, e.g. ``\\x1b``."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def format_value(value: float | None) -> str:
@@ -135,7 +142,7 @@ class PlainView:
 
     def _line(self, text: str) -> None:
         elapsed = format_duration(time.monotonic() - self.eta.started)
-        self.stream.write(f"[{elapsed}] {text}\n")
+        self.stream.write(f"[{elapsed}] {printable(text)}\n")
         self.stream.flush()
 
     def start(self, experiment: str, total: int, resumed: int) -> None:
@@ -199,16 +206,16 @@ class RichView:
             self.console.print(f"resuming {experiment}: {resumed} trials already finished")
 
     def trial_started(self, name: str, parameters: Mapping[str, api.ParameterValue]) -> None:
-        self.console.print(f"[cyan]{name}[/] started  [dim]{format_parameters(parameters)}[/]", highlight=False)
+        shown = escape(printable(format_parameters(parameters)))
+        self.console.print(f"[cyan]{name}[/] started  [dim]{shown}[/]", highlight=False)
 
     def trial_finished(self, trial: api.Trial, value: float | None, snapshot: Snapshot) -> None:
         self.eta.done_here += 1
         colour = "green" if trial.status.phase == api.TrialPhase.SUCCEEDED else "yellow"
         if trial.status.phase == api.TrialPhase.FAILED:
             colour = "red"
-        self.console.print(
-            f"[{colour}]{trial.name} {trial.status.phase}[/]  {_outcome(trial, value)}", highlight=False, markup=True
-        )
+        outcome = escape(printable(_outcome(trial, value)))  # messages carry a trial's log line: text, not markup
+        self.console.print(f"[{colour}]{trial.name} {trial.status.phase}[/]  {outcome}", highlight=False, markup=True)
         self.update(snapshot)
 
     def update(self, snapshot: Snapshot) -> None:
@@ -232,7 +239,7 @@ class RichView:
         for trial in snapshot.running:
             table.add_row(
                 trial.name,
-                format_parameters(trial.parameters, limit=400),
+                Text(printable(format_parameters(trial.parameters, limit=400))),  # the user's text, not markup
                 "-" if trial.step is None else str(trial.step),
                 format_value(trial.metrics.get(snapshot.metric)),
                 format_duration(now - trial.started),
@@ -246,7 +253,7 @@ class RichView:
         return Group(*parts)
 
     def message(self, text: str) -> None:
-        self.console.print(text, highlight=False, markup=False)
+        self.console.print(printable(text), highlight=False, markup=False)
 
     def stop(self) -> None:
         if self._snapshot is not None:

@@ -18,3 +18,9 @@ def write_manifest(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def bugs_show_tracebacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kubenas` run by these tests lets an unforeseen exception through instead of its one-line last resort."""
+    monkeypatch.setenv("KUBENAS_DEBUG", "1")
