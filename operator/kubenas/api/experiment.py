@@ -295,6 +295,13 @@ class TrialStatus(Model):
         ge=1,
         description="ASHA: the highest rung (step) at which the trial was judged and kept; not judged there again.",
     )
+    noisy_metrics: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_METRICS,
+        description="Final metrics the trial itself flagged as unreliable (latency_ms when its result has "
+        "latency_noisy=1): such a trial is never the best, on the Pareto front or exported when one of them is an "
+        "objective metric.",
+    )
     exit_code: int | None = Field(default=None, description="Exit code of the trial container.")
     start_time: datetime | None = Field(default=None, description="When the trial started running.")
     completion_time: datetime | None = Field(default=None, description="When the trial finished.")
