@@ -125,11 +125,28 @@ def _order(trial: api.Trial) -> tuple[int, str]:
     return (trial.spec.index, trial.name)
 
 
+def is_trusted(objective: api.Objective, trial: api.Trial) -> bool:
+    """Whether none of the trial's objective metrics was flagged noisy by the trial (``status.noisyMetrics``).
+
+    An untrusted trial is still told to the search with its value, but is never the best trial,
+    on the Pareto front or exported: a disturbed latency measurement once put a trial on the
+    front at 176x its real latency.
+    """
+    flagged = set(trial.status.noisy_metrics)
+    return not flagged or not any(m.name in flagged for m in objective.objective_metrics())
+
+
+def _eligible(objective: api.Objective, trial: api.Trial) -> bool:
+    """Succeeded, feasible and trusted: a candidate for the best trial and the Pareto front."""
+    return (trial.status.phase == api.TrialPhase.SUCCEEDED and is_feasible(objective, trial.status.metrics)
+            and is_trusted(objective, trial))
+
+
 def _scored(objective: api.Objective, trials: Sequence[api.Trial]) -> list[tuple[api.Trial, float]]:
-    """Feasible Succeeded trials with their objective value."""
+    """Eligible trials with their objective value."""
     out = []
     for t in trials:
-        if t.status.phase != api.TrialPhase.SUCCEEDED or not is_feasible(objective, t.status.metrics):
+        if not _eligible(objective, t):
             continue
         value = scalar_value(objective, t.status.metrics)
         if value is not None:
@@ -138,7 +155,7 @@ def _scored(objective: api.Objective, trials: Sequence[api.Trial]) -> list[tuple
 
 
 def best_trial(objective: api.Objective, trials: Sequence[api.Trial]) -> api.Trial | None:
-    """The feasible Succeeded trial with the best objective value (the earliest on a tie)."""
+    """The feasible, trusted Succeeded trial with the best objective value (the earliest on a tie)."""
     scored = _scored(objective, trials)
     if not scored:
         return None
@@ -163,7 +180,7 @@ def reached_target(objective: api.Objective, trials: Sequence[api.Trial]) -> api
 def pareto_front(
     objective: api.Objective, trials: Sequence[api.Trial], limit: int = api.MAX_PARETO_FRONT
 ) -> list[api.Trial]:
-    """The non-dominated feasible Succeeded trials, at most ``limit`` of them.
+    """The non-dominated feasible, trusted Succeeded trials, at most ``limit`` of them.
 
     Ordered by the first objective metric, best first. Trials with identical losses appear
     once (the earliest). When the front is larger than ``limit``, evenly spaced members along
@@ -171,7 +188,7 @@ def pareto_front(
     """
     rows = []
     for t in trials:
-        if t.status.phase != api.TrialPhase.SUCCEEDED or not is_feasible(objective, t.status.metrics):
+        if not _eligible(objective, t):
             continue
         losses = _front_losses(objective, t.status.metrics)
         if losses is not None:

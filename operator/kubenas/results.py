@@ -42,6 +42,19 @@ _BACKEND_DEFAULT_MESSAGES = {
 }
 
 
+NOISY_FLAGS = {"latency_noisy": "latency_ms"}
+"""Result keys by which a trial flags one of its metrics as unreliable (flag >= 0.5), and that metric.
+
+The trial image sets ``latency_noisy`` to 1 when every round of its latency measurement was
+disturbed by other processes (docs/trial.md).
+"""
+
+
+def noisy_metrics(metrics: Mapping[str, float]) -> list[str]:
+    """The metrics of a result that the trial itself flagged as unreliable, in ``NOISY_FLAGS`` order."""
+    return [name for flag, name in NOISY_FLAGS.items() if metrics.get(flag, 0.0) >= 0.5 and name in metrics]
+
+
 class InvalidResultError(ValueError):
     """A termination message that is not a bounded JSON object of finite numbers."""
 
@@ -72,12 +85,15 @@ class TrialOutcome:
         reason: why (``Completed`` for a success).
         metrics: final metrics; kept on failures too when the result parsed, for debugging.
         message: one human-readable line; names the exit code or the missing metric.
+        noisy_metrics: metrics the trial flagged as unreliable (``noisy_metrics``); the
+            Trial's ``status.noisyMetrics``.
     """
 
     phase: api.TrialPhase
     reason: api.TrialReason
     metrics: Mapping[str, float]
     message: str
+    noisy_metrics: list[str] = field(default_factory=list)
 
 
 def parse_termination_message(text: str | bytes | None) -> ResultParse:
@@ -306,7 +322,8 @@ def classify_finished_trial(
             metrics,
             f"exited 0 but objective metric {names} missing from the result (reported: {reported})",
         )
-    return TrialOutcome(api.TrialPhase.SUCCEEDED, api.TrialReason.COMPLETED, metrics, "completed")
+    return TrialOutcome(api.TrialPhase.SUCCEEDED, api.TrialReason.COMPLETED, metrics, "completed",
+                        noisy_metrics(metrics))
 
 
 def describe_exit_code(exit_code: int | None) -> str:

@@ -141,3 +141,24 @@ def test_pareto_front_respects_constraints() -> None:
     obj = multi("pareto", constraints=[api.Constraint(metric="latency", max=5)])
     trials = [trial(0, {"acc": 0.9, "latency": 10}), trial(1, {"acc": 0.8, "latency": 2})]
     assert [t.name for t in objective.pareto_front(obj, trials)] == ["exp-1"]
+
+
+def _noisy(index: int, metrics: dict[str, float], noisy: list[str]) -> api.Trial:
+    t = trial(index, metrics)
+    return t.model_copy(update={"status": t.status.model_copy(update={"noisy_metrics": noisy})})
+
+
+def test_a_noisy_objective_metric_keeps_a_trial_off_the_front_and_from_best() -> None:
+    obj = multi("pareto")
+    honest = trial(0, {"acc": 0.90, "latency": 1.0})
+    disturbed = _noisy(1, {"acc": 0.95, "latency": 176.0}, ["latency"])
+    assert objective.pareto_front(obj, [honest, disturbed]) == [honest]
+    assert not objective.is_trusted(obj, disturbed)
+    weighted = multi("weighted")
+    assert objective.best_trial(weighted, [honest, _noisy(1, {"acc": 2.0, "latency": 0.1}, ["latency"])]) == honest
+
+
+def test_a_noisy_metric_outside_the_objective_changes_nothing() -> None:
+    flagged = _noisy(0, {"acc": 0.9, "latency": 176.0}, ["latency"])
+    assert objective.is_trusted(single(), flagged)
+    assert objective.best_trial(single(), [flagged]) == flagged

@@ -216,3 +216,17 @@ def test_an_exit_code_failure_names_the_last_log_line() -> None:
     assert fallback.message.endswith(": RuntimeError: CUDA OOM")
     result = results.classify_finished_trial(obj, exit_code=1, result_text='{"acc": 0.5}')
     assert result.message == results.describe_exit_code(1)  # a valid result is not a log
+
+
+def test_latency_noisy_flags_latency_ms() -> None:
+    obj = api.Objective(metric="accuracy", goal="maximize")
+    text = '{"accuracy": 0.9, "latency_ms": 176.0, "latency_noisy": 1}'
+    outcome = results.classify_finished_trial(obj, exit_code=0, result_text=text)
+    assert outcome.phase == api.TrialPhase.SUCCEEDED
+    assert outcome.noisy_metrics == ["latency_ms"]
+
+
+@pytest.mark.parametrize("metrics", [{"latency_ms": 1.0, "latency_noisy": 0.0}, {"latency_ms": 1.0},
+                                     {"latency_noisy": 1.0}])
+def test_no_noisy_metric_without_a_raised_flag_and_the_metric(metrics: dict[str, float]) -> None:
+    assert results.noisy_metrics(metrics) == []

@@ -228,6 +228,7 @@ def _observed_status(
             "reason": outcome.reason,
             "message": outcome.message[:1024],
             "metrics": dict(outcome.metrics),
+            "noisy_metrics": list(outcome.noisy_metrics),
             "exit_code": seen.exit_code,
             "start_time": start,
             "completion_time": seen.completion_time or now,

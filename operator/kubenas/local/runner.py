@@ -143,6 +143,7 @@ class LocalRunner:
                 "reason": outcome.reason,
                 "message": f"{outcome.message} (finished while the runner was stopped; exit code not seen)"[:1024],
                 "metrics": dict(outcome.metrics),
+                "noisy_metrics": list(outcome.noisy_metrics),
                 "exit_code": None,
                 "completion_time": _modified(path),
             }
@@ -365,6 +366,7 @@ class LocalRunner:
                 "reason": outcome.reason,
                 "message": outcome.message[:1024],
                 "metrics": dict(outcome.metrics),
+                "noisy_metrics": list(outcome.noisy_metrics),
                 "exit_code": exit_code,
                 "completion_time": datetime.now(UTC),
             }
