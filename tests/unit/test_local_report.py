@@ -36,3 +36,34 @@ def test_parameter_chart_stars_the_best_feasible_trial_not_the_highest_value() -
 def test_parameter_chart_stars_nothing_when_no_trial_is_feasible() -> None:
     figure = report.draw_parameters(_spec(), [_trial(0, 0.99, 5000)])
     assert figure is not None and "★" not in figure.get_suptitle()
+
+
+def _weighted_latency_spec() -> api.ExperimentSpec:
+    return api.ExperimentSpec.model_validate(
+        {
+            "objective": {"strategy": "weighted", "metrics": [
+                {"name": "acc", "goal": "maximize", "weight": 1.0},
+                {"name": "latency_ms", "goal": "minimize", "weight": 0.01}]},
+            "parameters": [{"name": "width", "type": "int", "min": 1, "max": 64}],
+            "trialTemplate": {"spec": {"containers": [{"name": "t", "image": "i"}]}},
+        }
+    )
+
+
+def _latency_trial(index: int, latency: float, noisy: bool) -> api.Trial:
+    return api.Trial.model_validate(
+        {
+            "metadata": {"name": f"e-{index}"},
+            "spec": {"experiment": "e", "index": index, "parameters": {"width": 8}},
+            "status": {"phase": "Succeeded", "metrics": {"acc": 0.9, "latency_ms": latency},
+                       "noisyMetrics": ["latency_ms"] if noisy else []},
+        }
+    )
+
+
+def test_trials_table_marks_noisy_values() -> None:
+    table = report._trials_table(_weighted_latency_spec(), [_latency_trial(0, 1.0, False),
+                                                            _latency_trial(1, 175.9, True)], None)
+    quiet, noisy = table.split("<tr")[2:4]
+    assert "latency_ms=175.9~ (noisy)" in noisy and "~" not in quiet
+    assert "-0.859~</td>" in noisy  # the objective value rests on the noisy latency

@@ -111,10 +111,16 @@ class _Eta:
         return format_duration(per_trial * (total - finished))
 
 
+def noisy_note(trial: api.Trial) -> str:
+    """``(noisy: latency_ms)`` for a trial that flagged metrics as unreliable (status.noisyMetrics), else ``""``."""
+    noisy = trial.status.noisy_metrics
+    return f"(noisy: {', '.join(noisy)})" if noisy else ""
+
+
 def _outcome(trial: api.Trial, value: float | None) -> str:
     status = trial.status
     if status.phase == api.TrialPhase.SUCCEEDED:
-        return f"value={format_value(value)}"
+        return " ".join(filter(None, [f"value={format_value(value)}", noisy_note(trial)]))
     reason = str(status.reason) if status.reason and str(status.reason) != str(status.phase) else ""
     if status.message:
         return f"{reason}: {status.message}" if reason else status.message
@@ -355,7 +361,9 @@ def experiment_view(
             reason = ""
         else:
             value_text = format_value(value)
-            reason = "" if trial.phase == api.TrialPhase.SUCCEEDED else _outcome(trial, value)
+            if value is not None and not objective.is_trusted(spec.objective, trial):
+                value_text += "~"  # from a noisy measurement: never the best
+            reason = noisy_note(trial) if trial.phase == api.TrialPhase.SUCCEEDED else _outcome(trial, value)
         table.add_row(
             trial.name,
             str(trial.phase),

@@ -496,8 +496,9 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _pairs(values: dict[str, Any]) -> str:
-    return ", ".join(f"{html.escape(k)}={_fmt(v)}" for k, v in values.items())
+def _pairs(values: dict[str, Any], noisy: Sequence[str] = ()) -> str:
+    """``k=v`` pairs; a value the trial flagged as unreliable is marked ``~ (noisy)``."""
+    return ", ".join(f"{html.escape(k)}={_fmt(v)}" + ("~ (noisy)" if k in noisy else "") for k, v in values.items())
 
 
 def render_html(
@@ -544,6 +545,11 @@ def render_html(
     return "\n".join(parts)
 
 
+def _untrusted_mark(spec: api.ExperimentSpec, trial: api.Trial) -> str:
+    """``~`` after an objective value that rests on a metric the trial flagged as noisy."""
+    return "" if objective.is_trusted(spec.objective, trial) else "~"
+
+
 def _trials_table(spec: api.ExperimentSpec, trials: Sequence[api.Trial], best: dict[str, Any] | None) -> str:
     best_name = best.get("trial") if best else None
     rows = [
@@ -563,8 +569,8 @@ def _trials_table(spec: api.ExperimentSpec, trials: Sequence[api.Trial], best: d
         value = _value(spec, trial)
         rows.append(
             f"<tr{css}><td>{html.escape(trial.name)}</td><td class='{status.phase}'>{status.phase}</td>"
-            f"<td class='num'>{'' if value is None else _fmt(value)}</td>"
-            f"<td>{_pairs(status.metrics)}</td><td>{_pairs(trial.spec.parameters)}</td>"
+            f"<td class='num'>{'' if value is None else _fmt(value) + _untrusted_mark(spec, trial)}</td>"
+            f"<td>{_pairs(status.metrics, status.noisy_metrics)}</td><td>{_pairs(trial.spec.parameters)}</td>"
             f"<td class='num'>{'' if status.step is None else status.step}</td><td class='num'>{seconds}</td>"
             f"<td>{html.escape(reason)}</td></tr>"
         )
