@@ -1,9 +1,11 @@
 """apply→first Job on a real API server: kubenas's operator beside a trivial kopf operator, same run.
 
 Needs a cluster in ``$KUBECONFIG`` where you may create namespaces and CRDs (a kind or
-dev cluster; the CRDs in crds/ are applied if missing). Each operator runs as its own
-process serving its own fresh namespace; the harness watches Jobs there and stamps the
-moment each Experiment's first Job appears, measured from just before its POST.
+dev cluster; the CRDs in crds/ are applied if missing). Both operators run at once, each as
+its own process serving its own fresh namespace, and their applies alternate so both see
+the same load; the harness watches Jobs in each namespace and stamps the moment each
+Experiment's first Job appears, measured from just before its POST. The trivial operator
+(benchmarks/trivial_operator.py) has kopf's default settings and creates one Job.
 
     python benchmarks/apply_latency.py                 # 10 single applies, then 50 at once, for each operator
     python benchmarks/apply_latency.py --single 20 --burst 100
@@ -142,25 +144,44 @@ def start_operator(kind: str, namespace: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def measure(kind: str, single: int, burst: int) -> dict[str, list[float]]:
-    core = kubernetes.client.CoreV1Api()
-    namespace = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": namespace}})
-    clock = JobClock(namespace)
-    proc = start_operator(kind, namespace)
+class Served:
+    """One operator process serving a fresh namespace, with a Job clock on that namespace."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.namespace = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
+        kubernetes.client.CoreV1Api().create_namespace({"metadata": {"name": self.namespace}})
+        self.clock = JobClock(self.namespace)
+        self.process = start_operator(kind, self.namespace)
+
+    def time(self, names: list[str]) -> list[float]:
+        return apply_and_time(self.namespace, self.clock, names)
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+        self.clock.stop()
+        kubernetes.client.CoreV1Api().delete_namespace(self.namespace)
+
+
+def measure(single: int, burst: int) -> dict[str, dict[str, list[float]]]:
+    """Both operators run at once; their applies alternate, so both see the same machine and server load."""
+    served = [Served("trivial"), Served("kubenas")]
+    results: dict[str, dict[str, list[float]]] = {s.kind: {"single": [], "burst": []} for s in served}
     try:
-        apply_and_time(namespace, clock, ["warmup"])  # the operator is up and its watches are running
-        singles = []
+        for s in served:
+            s.time(["warmup"])  # the operator is up and its watches are running
         for i in range(single):
-            singles += apply_and_time(namespace, clock, [f"single-{i}"])
-            time.sleep(0.3)
-        bursts = apply_and_time(namespace, clock, [f"burst-{i}" for i in range(burst)])
-        return {"single": singles, "burst": bursts}
+            for s in served:
+                results[s.kind]["single"] += s.time([f"single-{i}"])
+                time.sleep(0.3)
+        for s in served:
+            results[s.kind]["burst"] = s.time([f"burst-{i}" for i in range(burst)])
+            time.sleep(2)
+        return results
     finally:
-        proc.terminate()
-        proc.wait(30)
-        clock.stop()
-        core.delete_namespace(namespace)
+        for s in served:
+            s.close()
 
 
 def summary(values: list[float]) -> str:
@@ -179,7 +200,7 @@ def main() -> int:
         return 0
     kubernetes.config.load_kube_config()
     ensure_crds()
-    results = {kind: measure(kind, args.single, args.burst) for kind in ("trivial", "kubenas")}
+    results = measure(args.single, args.burst)
     for mode in ("single", "burst"):
         ratio = statistics.median(results["kubenas"][mode]) / statistics.median(results["trivial"][mode])
         for kind in ("trivial", "kubenas"):

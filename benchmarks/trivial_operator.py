@@ -12,9 +12,7 @@ import kubernetes
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.posting.enabled = False
-    settings.persistence.finalizer = "kubenas.io/trivial-benchmark"
+def configure(**_: Any) -> None:  # kopf's default settings: what a first operator looks like
     kubernetes.config.load_kube_config()
 
 

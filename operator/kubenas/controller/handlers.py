@@ -108,8 +108,25 @@ def settings_of(memo: kopf.Memo) -> Settings:
     return memo.settings
 
 
+class NoEssence(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff base, not kept: the operator has no change handlers, so nothing reads it.
+
+    kopf builds every event's "essence" (a deep copy of the whole body, then cleaned) to diff
+    it for change handlers, even when a kind has only event handlers. For Pods and Jobs that
+    was most of the operator's CPU: 1.7 of 4 s in a burst of 50 experiments on a real API
+    server (cProfile). Without it the diff is empty and event handlers run as before.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
-    """kopf settings for a long-running operator (see shared notes, kopf at scale §3.8)."""
+    """kopf settings for a long-running operator: timeouts, backoffs, server-side label selectors."""
+    settings.persistence.diffbase_storage = NoEssence()
     settings.posting.level = logging.WARNING
     settings.watching.connect_timeout = 10
     settings.watching.server_timeout = 600

@@ -13,8 +13,9 @@ class Scheduler:
     """Runs ``work(key)`` for requested keys: never twice at once for one key, bursts coalesced.
 
     The first request for an idle key runs at once (leading edge: an applied Experiment gets
-    its first trial without waiting); requests that arrive while it runs make one more run,
-    ``debounce`` seconds after it ends, however many there were. A run that raises is retried
+    its first trial without waiting); requests that arrive while it runs, or within
+    ``debounce`` seconds after it, make one more run ``debounce`` seconds after it ends,
+    however many there were. A run that raises is retried
     with exponential backoff: ``retry`` seconds, doubling up to ``max_retry``. ``work``
     returns whether the key stays active (resynced periodically).
 
@@ -63,12 +64,8 @@ class Scheduler:
 
     async def _run(self, key: Hashable) -> None:
         failures = 0
-        follows_a_run = False
         try:
-            while key in self._dirty:
-                if follows_a_run:
-                    await asyncio.sleep(self._debounce)
-                follows_a_run = True
+            while True:
                 self._dirty.discard(key)
                 try:
                     still_active = await self._work(key)
@@ -80,12 +77,16 @@ class Scheduler:
                     log.exception("reconcile of %s failed (%d in a row); retrying in %.3gs", key, failures, delay)
                     self.active.add(key)
                     await asyncio.sleep(delay)
-                    self._dirty.add(key)
                     continue
                 failures = 0
                 if still_active:
                     self.active.add(key)
                 else:
                     self.active.discard(key)
+                # The run's own writes come back as events within milliseconds: they, and whatever
+                # else arrives meanwhile, make one more run after the debounce, not one run each.
+                await asyncio.sleep(self._debounce)
+                if key not in self._dirty:
+                    return
         finally:
             self._tasks.pop(key, None)
