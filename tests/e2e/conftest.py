@@ -10,13 +10,14 @@ import logging
 import os
 import secrets
 import subprocess
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_cluster import CRDS, Operator, create_namespace, delete_namespace, run, summary, tool
+from e2e_cluster import CRDS, Operator, SessionLock, create_namespace, delete_namespace, run, summary, tool
 from kubeapi import Kube, path
 from kubelet import TestKubelet, schedulable_nodes
 
@@ -127,7 +128,16 @@ def helm(helm_bin: str, kubeconfig: str, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture(scope="session")
-def crds(kube: Kube, kubectl: Callable[..., Any]) -> None:
+def session_lock(kube: Kube) -> Iterator[SessionLock]:
+    """This session owns the cluster's e2e lease (another session's tests wait until it ends)."""
+    lock = SessionLock(kube)
+    lock.acquire(notify=lambda message: print(message, file=sys.__stderr__, flush=True))
+    yield lock
+    lock.release()
+
+
+@pytest.fixture(scope="session")
+def crds(kube: Kube, kubectl: Callable[..., Any], session_lock: SessionLock) -> None:
     """The CRDs from crds/, applied once and Established (left installed: deleting them would delete data)."""
     kubectl("apply", "-f", str(CRDS))
     kubectl(
@@ -136,7 +146,7 @@ def crds(kube: Kube, kubectl: Callable[..., Any]) -> None:
 
 
 @pytest.fixture(scope="session")
-def kubelet(kube: Kube) -> Iterator[TestKubelet | None]:
+def kubelet(kube: Kube, session_lock: SessionLock) -> Iterator[TestKubelet | None]:
     """Our test kubelet when the cluster has no schedulable node (``KUBENAS_E2E_KUBELET``: auto, always, never)."""
     mode = os.environ.get("KUBENAS_E2E_KUBELET", "auto")
     nodes = schedulable_nodes(kube)

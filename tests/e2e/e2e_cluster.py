@@ -3,20 +3,24 @@ Experiment manifests shrunk to test size, and reads of an experiment's objects."
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from kubeapi import Kube, path
+from kubeapi import ApiError, Kube, now_micro, path
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -286,3 +290,83 @@ def quick_experiment(
     }
     doc["spec"].update(spec)
     return doc
+
+
+class SessionLock:
+    """One e2e session per cluster at a time: a Lease other sessions wait for.
+
+    Two sessions would apply their own CRDs over each other's and, on a cluster without nodes,
+    run each other's pods on test kubelets that go away with their session. A session that
+    died leaves a Lease nobody renews: it is taken over once ``DURATION`` seconds old.
+    """
+
+    NAME, NAMESPACE, DURATION = "kubenas-e2e-session", "default", 60
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.identity = f"{socket.gethostname()}-{os.getpid()}"
+        self.path = path("coordination.k8s.io/v1", "leases", self.NAMESPACE, self.NAME)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _spec(self) -> dict[str, Any]:
+        return {"holderIdentity": self.identity, "leaseDurationSeconds": self.DURATION, "renewTime": now_micro()}
+
+    def _try(self) -> str | None:
+        """None once the Lease is ours; else who holds it."""
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": self.NAME}}
+        try:
+            self.kube.create(path("coordination.k8s.io/v1", "leases", self.NAMESPACE), {**body, "spec": self._spec()})
+            return None
+        except ApiError as err:
+            if err.status != 409:
+                raise
+        lease = self.kube.get(self.path)
+        spec = lease.get("spec") or {}
+        holder, renewed = spec.get("holderIdentity"), spec.get("renewTime")
+        age = time.time() - _parse_time(renewed) if renewed else float("inf")
+        if holder not in (None, "", self.identity) and age < int(spec.get("leaseDurationSeconds") or self.DURATION):
+            return f"{holder} (renewed {age:.0f}s ago)"
+        patch = {"metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]}, "spec": self._spec()}
+        try:
+            self.kube.patch(self.path, patch)  # a stale resourceVersion is 409: someone else took it first
+        except ApiError as err:
+            if err.status == 409:
+                return "another session, just now"
+            raise
+        return None
+
+    def acquire(self, timeout: float = 1800.0, notify: Callable[[str], None] = print) -> None:
+        deadline = time.monotonic() + timeout
+        told = False
+        while (holder := self._try()) is not None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"another e2e session holds the cluster for more than {timeout:g}s: {holder}")
+            if not told:
+                notify(f"e2e: waiting for another session on this cluster to end: lease {self.NAMESPACE}/{self.NAME}"
+                       f" held by {holder}")  # fmt: skip
+                told = True
+            time.sleep(5)
+        self._thread = threading.Thread(target=self._renew, name="e2e-session-lock", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.DURATION / 4):
+            with contextlib.suppress(Exception):  # an API server restart: the next renewal comes in time
+                self.kube.patch(self.path, {"spec": {"renewTime": now_micro()}})
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        lease = self.kube.get_or_none(self.path)
+        if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
+            body = {"kind": "DeleteOptions", "apiVersion": "v1"}
+            body["preconditions"] = {"resourceVersion": lease["metadata"]["resourceVersion"]}
+            with contextlib.suppress(ApiError):
+                self.kube.delete(self.path, body)
+
+
+def _parse_time(text: str) -> float:
+    """Seconds since the epoch of an RFC 3339 time (Time or MicroTime)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -51,6 +51,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,7 @@ class TestKubelet:
 
     def start(self, ready_timeout: float = 60.0) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._delete_stale_nodes()
         self._register_node()
         self._renew_lease()
         for target, name in ((self._heartbeat_loop, "heartbeat"), (self._pod_loop, "pods")):
@@ -278,6 +280,22 @@ class TestKubelet:
         self.kube.patch(path("v1", "nodes", name=self.node, sub="status"), {"status": self._node_status()})
         self._registered = time.monotonic()
         self._node_uid = self.kube.get(path("v1", "nodes", name=self.node))["metadata"]["uid"]
+
+    def _delete_stale_nodes(self) -> None:
+        """Test kubelets' Nodes whose Lease nobody renews (a session that was killed).
+
+        Without a node lifecycle controller nothing marks them NotReady, so the scheduler would
+        keep binding pods to them.
+        """
+        for node in self.kube.items(path("v1", "nodes"), labelSelector=LABEL):
+            name = node["metadata"]["name"]
+            if name == self.node:
+                continue
+            lease = self.kube.get_or_none(path("coordination.k8s.io/v1", "leases", "kube-node-lease", name)) or {}
+            renewed = (lease.get("spec") or {}).get("renewTime")
+            if renewed is None or time.time() - _epoch(renewed) > 3 * LEASE_SECONDS:
+                log.info("deleting stale test kubelet node %s (lease renewed %s)", name, renewed)
+                self.kube.delete(path("v1", "nodes", name=name))
 
     def _renew_lease(self) -> None:
         lease_path = path("coordination.k8s.io/v1", "leases", "kube-node-lease", self.node)
@@ -810,6 +828,10 @@ class TestKubelet:
             tail = b"".join(lines[-LOG_TAIL_LINES:])[-LOG_TAIL_BYTES:]
             message = tail.decode("utf-8", "replace")
         return message
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def _quantity(raw: str, divisor: str) -> int:
