@@ -195,6 +195,7 @@ class TrialReason(StrEnum):
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     UNSCHEDULABLE = "Unschedulable"
     IMAGE_PULL = "ImagePullBackOff"
+    INVALID_TEMPLATE = "InvalidTemplate"
     METRICS_MISSING = "MetricsMissing"
     INVALID_RESULT = "InvalidResult"
     CONSTRAINT_VIOLATED = "ConstraintViolated"
@@ -214,4 +215,3 @@ class CompletionReason(StrEnum):
     TOO_MANY_FAILURES = "TooManyFailures"
     INVALID_SPEC = "InvalidSpec"
     NO_SUCCESSFUL_TRIAL = "NoSuccessfulTrial"
-    INVALID_TEMPLATE = "InvalidTemplate"
