@@ -196,3 +196,32 @@ def test_template_the_api_server_refuses(
     st = status(kube, namespace, name)
     valid = condition(st, "Valid")
     assert st.get("phase") == "Failed" or (valid or {}).get("status") == "False", state()
+
+
+@pytest.mark.timeout(240)
+def test_failed_trials_get_their_reason_from_the_real_pod_and_job(
+    kube: Kube, kubectl: Callable[..., Any], crds: None, namespace: str, operator: Callable[..., Any]
+) -> None:
+    """activeDeadlineSeconds is enforced by the Job controller; a crash's log tail is the pod's message."""
+    deadline = quick_experiment("deadline", seconds=300, max_trials=1, parallel=1)
+    deadline["spec"]["trialTemplate"]["activeDeadlineSeconds"] = 3
+    crash = quick_experiment("crash", max_trials=1, parallel=1)
+    crash["spec"]["trialTemplate"]["spec"]["containers"][0]["command"] = [
+        "python",
+        "-c",
+        "import sys; print('boom: the data set is empty', flush=True); sys.exit(3)",
+    ]
+    operator(namespace)
+    for manifest in (deadline, crash):
+        kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(manifest))
+
+    def finished_trial(name: str) -> dict[str, Any] | None:
+        trials = children(kube, namespace, name)["trials"]
+        done = [t for t in trials if _phase(t) in FINISHED_TRIAL]
+        return (done[0].get("status") or {}) if done else None
+
+    st = wait_for(lambda: finished_trial("deadline"), 90, "the deadline trial ends")
+    assert (st["phase"], st.get("reason")) == ("Failed", "DeadlineExceeded"), st
+    st = wait_for(lambda: finished_trial("crash"), 90, "the crashing trial ends")
+    assert (st["phase"], st.get("reason")) == ("Failed", "ExitCode"), st
+    assert "boom: the data set is empty" in (st.get("message") or ""), st
