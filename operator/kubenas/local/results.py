@@ -270,6 +270,7 @@ def trial_record(trial: api.Trial, value: float | None) -> dict[str, Any]:
         "message": status.message,
         "parameters": dict(trial.spec.parameters),
         "metrics": dict(status.metrics),
+        "noisyMetrics": list(status.noisy_metrics),
         "value": value,
         "steps": status.step,
         "exitCode": status.exit_code,

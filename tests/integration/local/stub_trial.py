@@ -1,6 +1,6 @@
 """A tiny trial for the local runner's tests: the trial contract through the real SDK, no torch.
 
-    python stub_trial.py [--mode ok|crash|hang|no-objective|garbage|hostile-output|surrogate-result]
+    python stub_trial.py [--mode ok|crash|hang|no-objective|latency|garbage|hostile-output|surrogate-result]
                          [--epochs N] [--sleep S] [--x VALUE] [--announce-final-step] [--linger S]
                          [--hold-dir DIR] [--ignore-sigterm]
 
@@ -94,6 +94,10 @@ def main() -> int:
         return 0
     if mode == "no-objective":
         kubenas_trial.finish(loss=0.5)
+        return 0
+    if mode == "latency":  # odd layers: a latency measurement disturbed by neighbours, flagged noisy
+        layers = int(params.get("layers", 1))
+        kubenas_trial.finish(accuracy=final, latency_ms=float(layers), latency_noisy=layers % 2)
         return 0
     kubenas_trial.finish(accuracy=final, params=1000 * int(params.get("layers", 1)))
     return 0

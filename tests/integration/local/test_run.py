@@ -261,6 +261,23 @@ def test_a_pareto_run_reports_its_front(tmp_path: Path, write_manifest) -> None:
     assert f"Pareto front ({len(front)} trials)" in result.stdout
 
 
+def test_a_noisy_latency_is_flagged_and_kept_off_the_front(tmp_path: Path, write_manifest) -> None:
+    args = ["--epochs", "1", "--sleep", "0", "--mode", "latency"]
+    document = stub_manifest("noisy", max_trials=6, parallel=2, args=args)
+    document["spec"]["objective"] = {
+        "strategy": "pareto",
+        "metrics": [{"name": "accuracy", "goal": "maximize"}, {"name": "latency_ms", "goal": "minimize"}],
+    }
+    result = run_kubenas("run", str(write_manifest(document)), "--output", "runs", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_dir = tmp_path / "runs" / "noisy"
+    done = [r for r in records(run_dir) if r["phase"] == "Succeeded"]
+    noisy = {r["name"] for r in done if r["metrics"]["latency_noisy"] == 1}
+    assert noisy and all(r.get("noisyMetrics") == (["latency_ms"] if r["name"] in noisy else []) for r in done)
+    front = {m["name"] for m in json.loads((run_dir / "best.json").read_text())["paretoFront"]}
+    assert front and not front & noisy
+
+
 def test_a_stop_early_constraint_ends_an_infeasible_trial_before_it_trains(tmp_path: Path, write_manifest) -> None:
     """The stub reports params = 1000·layers at step 0; layers 4 breaks params <= 2000 and is stopped there."""
     document = stub_manifest("lean", max_trials=6, parallel=2, args=["--epochs", "4", "--sleep", "0.5"])
