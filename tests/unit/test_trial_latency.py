@@ -83,3 +83,18 @@ def test_measurement_pins_threads_and_restores_them() -> None:
     assert set(seen) == {1} and len(seen) >= 6
     assert torch.get_num_threads() == before
     assert result.threads == 1 and result.median_ms >= 0
+
+
+def _fake_clock(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    ticks = iter([0, 2_000_000])
+    monkeypatch.setattr(cost.time, name, lambda: next(ticks))
+
+
+def test_one_cpu_thread_is_timed_by_its_cpu_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_clock(monkeypatch, "thread_time_ns")  # descheduled moments are not the model's time
+    assert cost.forward_timer(nn.Identity(), torch.zeros(1), threads=1)() == 2.0
+
+
+def test_several_cpu_threads_are_timed_by_the_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_clock(monkeypatch, "perf_counter_ns")
+    assert cost.forward_timer(nn.Identity(), torch.zeros(1), threads=2)() == 2.0

@@ -117,11 +117,13 @@ def settle(measure_round: Callable[[], LatencyRound], threads: int, max_rounds: 
     return Latency(kept.median_ms, kept.spread, len(rounds) - 1, is_noisy(kept, threshold), threads)
 
 
-def forward_timer(model: nn.Module, example: torch.Tensor) -> Callable[[], float]:
+def forward_timer(model: nn.Module, example: torch.Tensor, threads: int) -> Callable[[], float]:
     """A function running one forward of ``model`` on ``example`` and returning its time in ms.
 
-    On CUDA the time is between two CUDA events around the forward, read after synchronising:
-    the kernels' time, not the launch time. Elsewhere it is the wall time.
+    On CUDA: the time between two CUDA events around the forward, read after synchronising
+    (the kernels' time, not the launch time). On the CPU with one thread, torch computes in
+    the calling thread, so its CPU time is the forward's time without the moments another
+    process held the CPU (on an idle CPU the two are equal). With more threads: wall time.
     """
     if example.device.type == "cuda":
         def cuda_forward() -> float:
@@ -132,12 +134,13 @@ def forward_timer(model: nn.Module, example: torch.Tensor) -> Callable[[], float
             end.synchronize()
             return float(start.elapsed_time(end))
         return cuda_forward
+    clock = time.thread_time_ns if example.device.type == "cpu" and threads == 1 else time.perf_counter_ns
 
-    def wall_forward() -> float:
-        start = time.perf_counter()
+    def forward() -> float:
+        start = clock()
         model(example)
-        return (time.perf_counter() - start) * 1000.0
-    return wall_forward
+        return (clock() - start) / 1e6
+    return forward
 
 
 def timed_round(forward: Callable[[], float], repeats: int, warmup: int) -> LatencyRound:
@@ -155,7 +158,7 @@ def measure_latency(model: nn.Module, example: torch.Tensor, threads: int, repea
     measured again (see ``settle``).
     """
     model.eval()
-    forward = forward_timer(model, example)
+    forward = forward_timer(model, example, threads)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
