@@ -147,7 +147,12 @@ def create_namespace(kube: Kube, name: str) -> str:
     body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"kubenas.io/e2e": "true"}}}
     kube.create(path("v1", "namespaces"), body)
     # Pods are refused until the namespace's ServiceAccount exists (the controller-manager creates it).
-    wait_for(lambda: kube.get_or_none(path("v1", "serviceaccounts", name, "default")), 60, f"{name}/default SA")
+    try:
+        wait_for(lambda: kube.get_or_none(path("v1", "serviceaccounts", name, "default")), 60, f"{name}/default SA")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            kube.delete(path("v1", "namespaces", name=name))
+        raise
     return name
 
 
