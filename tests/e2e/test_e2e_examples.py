@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,9 @@ def test_example_runs_to_succeeded(
     namespace: str,
     operator: Callable[..., Any],
     volumes: list[str],
+    kubectl_bin: str,
+    kubeconfig: str,
+    tmp_path: Path,
 ) -> None:
     manifest = shrink(load(example), max_trials=2, parallel=2, epochs=1)
     # Data volumes: with the test kubelet, a claim bound to the same directory on this machine.
@@ -102,6 +107,8 @@ def test_example_runs_to_succeeded(
 
     operator(namespace)
     kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(manifest))
+    # What a GitOps tool or a script waits on: the kstatus Ready condition, set once it Succeeded.
+    ready = kubectl_wait_ready(kubectl_bin, kubeconfig, namespace, name)
     st = wait_for(
         lambda: (s := status(kube, namespace, name)).get("phase") in FINISHED and s,
         360,
@@ -127,5 +134,36 @@ def test_example_runs_to_succeeded(
 
     row = kubectl("get", "nasexp", name, "-n", namespace, "--no-headers").stdout.split()
     assert row[:3] == [name, "Succeeded", st["progress"]], row
+    waited, _ = ready.communicate(timeout=30)
+    assert ready.returncode == 0 and "condition met" in waited, waited
+
+    # The cluster-side views: the same table, report and export as a local run gives.
+    best = exported["data"]["trial"]
+    shown = kubenas("status", name, "-n", namespace, kubeconfig=kubeconfig)
+    assert best in shown.stdout and "Succeeded" in shown.stdout, shown.stdout
+    report = tmp_path / "report"
+    kubenas("report", name, "-n", namespace, "-o", str(report), kubeconfig=kubeconfig)
+    page = (report / "report.html").read_text()
+    assert best in page and (report / "best_so_far.png").stat().st_size > 1000
+    export = tmp_path / "export"
+    kubenas("export", name, "-n", namespace, "-o", str(export), kubeconfig=kubeconfig)
+    assert json.loads((export / "best.json").read_text())["trial"] == best
     # Finished Jobs are deleted once their result is on the Trial (no retain).
     wait_for(lambda: not children(kube, namespace, name)["jobs"], 60, "finished Jobs deleted")
+
+
+def kubectl_wait_ready(kubectl_bin: str, kubeconfig: str, namespace: str, name: str) -> subprocess.Popen[str]:
+    """``kubectl wait --for=condition=Ready`` started now, in the background."""
+    argv = [kubectl_bin, "wait", "-n", namespace, f"nasexp/{name}", "--for=condition=Ready", "--timeout=400s"]
+    env = {**os.environ, "KUBECONFIG": kubeconfig}
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def kubenas(*args: str, kubeconfig: str) -> subprocess.CompletedProcess[str]:
+    """The ``kubenas`` command, as a user runs it against the cluster."""
+    env = {**os.environ, "KUBECONFIG": kubeconfig}
+    done = subprocess.run(
+        [sys.executable, "-m", "kubenas.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
