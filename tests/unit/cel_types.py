@@ -64,6 +64,8 @@ MIN_NUMBER_SIZE = 1
 STATIC_ESTIMATED_COST_LIMIT = 10_000_000  # one rule, times how often it can run per object
 STATIC_ESTIMATED_CRD_COST_LIMIT = 100_000_000  # every rule of the CRD together
 SUPPORTED_REASONS = {"FieldValueRequired", "FieldValueForbidden", "FieldValueInvalid", "FieldValueDuplicate"}
+# The API server answers a failed rule with this reason as `field: Duplicate value: <value>`: its message is lost.
+MESSAGE_DROPPED_REASONS = {"FieldValueDuplicate"}
 
 
 # --------------------------------------------------------------------------- declared types

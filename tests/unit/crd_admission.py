@@ -241,6 +241,8 @@ def cel_failures(manifest: Any, schema: Schema, old: Any = None) -> list[Failure
             if result is not True:
                 where = path + tuple(re.findall(r"\.([A-Za-z0-9_]+)", rule.get("fieldPath", "")))
                 message = rule["message"] if result is False else f"{rule['message']} ({result})"
+                if rule.get("reason") == "FieldValueDuplicate":  # the API server's answer drops the message
+                    message = "Duplicate value"
                 failures.append(Failure(format_path(where), message, "cel"))
     return failures
 

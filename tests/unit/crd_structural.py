@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
+from cel_types import SUPPORTED_REASONS as REASONS
 from crd_admission import apiserver_failures, cel_failures, strict_json_schema
 
 Schema = dict[str, Any]
@@ -48,7 +49,6 @@ ROOT_KEYS_WITH_STATUS = _words(
     """
 )
 RULE_KEYS = {"rule", "message", "messageExpression", "reason", "fieldPath", "optionalOldSelf"}
-REASONS = {"FieldValueRequired", "FieldValueForbidden", "FieldValueInvalid", "FieldValueDuplicate"}
 
 
 def structural_problems(schema: Schema, status_subresource: bool = True) -> list[str]:

@@ -43,7 +43,6 @@ UNIQUE_PARAMETER_NAMES = Rule(
     "self.parameters.all(p, self.parameters.exists_one(q, q.name == p.name))",
     "parameter names must be unique",
     "parameters",
-    "FieldValueDuplicate",
 )
 # Not a CEL rule: `when` maps names to lists of schemaless values, which the CRD gives no CEL type.
 WHEN_NAMES_A_PARAMETER = OperatorRule("when must name another parameter of this experiment", "parameters")

@@ -89,7 +89,6 @@ METRICS_DISTINCT = Rule(
     "!has(self.metrics) || self.metrics.all(m, self.metrics.exists_one(n, n.name == m.name))",
     "objective metrics must be distinct",
     "metrics",
-    "FieldValueDuplicate",
 )
 STRATEGY_REQUIRED = Rule(
     "!has(self.metrics) || size(self.metrics) < 2 || has(self.strategy)",
