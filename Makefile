@@ -73,6 +73,7 @@ demo: venv
 bench: venv
 	$(PY) benchmarks/suggest_overhead.py
 	$(PY) benchmarks/trainer_throughput.py
+	$(PY) benchmarks/latency_colocation.py
 	$(PY) benchmarks/search_efficiency.py
 	$(PY) benchmarks/incumbent_noise.py
 	$(PY) benchmarks/early_stopping.py
