@@ -58,6 +58,8 @@ def test_digits_cnn_reaches_95_percent(digits_run: tuple[subprocess.CompletedPro
     assert result["nonzero_params"] == result["params"] > 1000
     assert result["log10_params"] == pytest.approx(math.log10(result["params"]), abs=1e-6)
     assert result["flops"] > 2 * result["params"] and result["latency_ms"] > 0
+    assert result["latency_ms_spread"] >= 0 and result["latency_noisy"] in (0, 1)
+    assert 0 <= result["latency_remeasured"] <= 2 and result["latency_threads"] >= 1
     assert "device=cpu" in done.stdout and "epoch 6 accuracy=" in done.stdout
 
 
