@@ -78,6 +78,7 @@ bench: venv
 	$(PY) benchmarks/incumbent_noise.py
 	$(PY) benchmarks/early_stopping.py
 	$(PY) benchmarks/operator_throughput.py
+	$(PY) benchmarks/apply_latency.py   # needs $$KUBECONFIG (a real API server); says so and skips otherwise
 
 clean:
 	rm -rf $(VENV) $(TOOLS) runs .pytest_cache .ruff_cache
