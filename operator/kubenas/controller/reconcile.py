@@ -237,19 +237,16 @@ def _observed_status(
 
 
 def _plan(ctx: Context, experiment: api.Experiment, trials: list[api.Trial], now: datetime) -> plan.Plan:
-    key = experiment.metadata.uid or experiment.metadata.name
-    checked = (key, experiment.metadata.generation)
+    checked = _spec_key(experiment)
     if checked not in ctx.spec_problems:
-        if len(ctx.spec_problems) > 1000:  # a cache: forgetting only costs a re-validation
-            ctx.spec_problems.clear()
         pod_policy = ctx.settings.trial_pod_policy.for_namespace(experiment.metadata.namespace)
-        ctx.spec_problems[checked] = _problems_text(validation.experiment_problems(experiment.spec, pod_policy))
+        _remember_problem(ctx, experiment, _problems_text(validation.experiment_problems(experiment.spec, pod_policy)))
     if ctx.spec_problems[checked]:
         return plan.invalid_plan(experiment, ctx.spec_problems[checked], now, trials)
     suggester = None
     if plan.needs_suggester(experiment):
         with ctx.suggesters_lock:  # the cache is shared by the planning threads
-            suggester = ctx.suggesters.get(key, experiment.spec)
+            suggester = ctx.suggesters.get(checked[0], experiment.spec)
     return plan.plan(experiment, trials, now, suggester)
 
 
@@ -269,8 +266,8 @@ def _spec_key(experiment: api.Experiment) -> tuple[str, int | None]:
 
 
 def _remember_problem(ctx: Context, experiment: api.Experiment, message: str) -> None:
-    """Keep a spec problem found by the API server for this generation (``_plan`` then reports it)."""
-    if len(ctx.spec_problems) > 1000:  # a cache: forgetting only costs one more refused request
+    """Keep what is wrong with this generation of the spec ("" when nothing); ``_plan`` reports it."""
+    if len(ctx.spec_problems) > 1000:  # a cache: forgetting costs a re-validation or one more refused request
         ctx.spec_problems.clear()
     ctx.spec_problems[_spec_key(experiment)] = message[:1024]
 
@@ -307,7 +304,7 @@ DRY_RUN_UID = "00000000-0000-0000-0000-000000000000"
 
 def _forget_suggester(ctx: Context, experiment: api.Experiment) -> None:
     with ctx.suggesters_lock:
-        ctx.suggesters.discard(experiment.metadata.uid or experiment.metadata.name)
+        ctx.suggesters.discard(_spec_key(experiment)[0])
 
 
 async def _apply(
