@@ -89,6 +89,26 @@ async def test_each_failure_kind_is_classified(cluster: Emulator, operator: Oper
         assert len(warnings) == n and all(e["type"] == "Warning" for e in warnings)
 
 
+async def test_a_noisy_latency_is_recorded_and_kept_off_the_front(cluster: Emulator, operator: Operator) -> None:
+    async def behaviour(params: dict[str, Any], job: dict[str, Any]) -> Outcome:
+        i = index_of(job)  # exp-0 would dominate every trial, but its latency was disturbed
+        return metrics_result(accuracy=0.99 if i == 0 else 0.5 + i / 10, latency_ms=0.5 if i == 0 else float(i),
+                              latency_noisy=1 if i == 0 else 0)
+
+    body = experiment(budget={"maxTrials": 3, "parallelTrials": 3})
+    body["spec"]["objective"] = {"strategy": "pareto", "metrics": [
+        {"name": "accuracy", "goal": "maximize"}, {"name": "latency_ms", "goal": "minimize"}]}
+    await operator.start()
+    async with Kubelet(str(cluster.url), behaviour) as k:
+        await k.request("POST", EXP, body)
+        status = await eventually(lambda: finished(k), timeout=30)
+        trials = await trials_by_name(k)
+        assert trials["exp-0"]["status"]["noisyMetrics"] == ["latency_ms"]
+        assert not trials["exp-1"]["status"].get("noisyMetrics")
+        assert status["phase"] == "Succeeded", status
+        assert {m["name"] for m in status["paretoFront"]} == {"exp-1", "exp-2"}
+
+
 async def test_max_failed_trials_fails_the_experiment(cluster: Emulator, operator: Operator) -> None:
     async def behaviour(params: dict[str, Any], job: dict[str, Any]) -> Outcome:
         return Outcome(exit_code=1) if index_of(job) < 2 else Outcome(kind="hang")
