@@ -1,7 +1,7 @@
 """Intermediate trial metrics: Prometheus exposition parsing, direct scrapes, PromQL queries.
 
 A trial publishes ``kubenas_trial_metric{name="..."}`` gauges and ``kubenas_trial_step``
-(DESIGN.md §4). The operator reads them either from the Prometheus server that scrapes the
+(docs/trial.md). The operator reads them either from the Prometheus server that scrapes the
 trial pods (``metrics.source: prometheus``) or from the pod itself (``direct``). Everything
 read is bounded: a trial cannot make the operator read megabytes or keep thousands of series.
 """

@@ -1,6 +1,6 @@
 """Trial → batch/v1 Job manifest: pure functions, no I/O.
 
-Parameters reach the trial three ways (DESIGN.md §3): JSON in env ``KUBENAS_PARAMETERS``,
+Parameters reach the trial three ways (docs/reference.md): JSON in env ``KUBENAS_PARAMETERS``,
 a downward-API file projected from a pod annotation, and ``${parameters.NAME}`` inside
 individual ``command``/``args`` items (never through a shell string). The kubelet expands
 ``$(VAR)`` and ``$$`` in env values, command and args, so the Job builder escapes every ``$``
@@ -88,7 +88,7 @@ def trial_environment(
     parameters: Mapping[str, api.ParameterValue],
     metrics_port: int,
 ) -> dict[str, str]:
-    """The trial contract's input environment (DESIGN.md §4)."""
+    """The trial contract's input environment (docs/trial.md)."""
     return {
         "KUBENAS_PARAMETERS": parameters_json(parameters),
         "KUBENAS_TRIAL": trial_name,

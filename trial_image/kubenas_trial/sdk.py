@@ -1,4 +1,4 @@
-"""The trial side of the kubenas trial contract (DESIGN.md §4), usable from any Python script.
+"""The trial side of the kubenas trial contract (docs/trial.md), usable from any Python script.
 
     import kubenas_trial
     params = kubenas_trial.parameters()
