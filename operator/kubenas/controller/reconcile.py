@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 
@@ -79,18 +79,11 @@ def _synced(
 
 async def _reconcile(ctx: Context, key: Key) -> bool:
     namespace, name = key
-    # One round trip for the experiment and its children: read together, matched by owner uid after.
-    got, listed = await asyncio.gather(
-        ctx.kube.get(kube.EXPERIMENTS, namespace, name), _list_children(ctx, namespace, name), return_exceptions=True
-    )
-    if isinstance(got, kube.NotFound):
+    try:
+        raw, listed = await _read(ctx, namespace, name)
+    except kube.NotFound:
         ctx.telemetry.forget(key)
         return False
-    for outcome in (got, listed):
-        if isinstance(outcome, BaseException):
-            raise outcome
-    assert isinstance(got, dict) and isinstance(listed, tuple)
-    raw = got
     now = datetime.now(UTC)
     try:
         experiment = api.Experiment.model_validate(raw)
@@ -136,6 +129,17 @@ class _Children:
 
 
 Listed = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+async def _read(ctx: Context, namespace: str, name: str) -> tuple[dict[str, Any], Listed]:
+    """The experiment and its labelled children in one concurrent round trip (ownership is checked after)."""
+    got, listed = await asyncio.gather(
+        ctx.kube.get(kube.EXPERIMENTS, namespace, name), _list_children(ctx, namespace, name), return_exceptions=True
+    )
+    for outcome in (got, listed):  # every read is awaited before any error is raised
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return cast(dict[str, Any], got), cast(Listed, listed)
 
 
 async def _list_children(ctx: Context, namespace: str, name: str) -> Listed:
