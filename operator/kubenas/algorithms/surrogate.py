@@ -1,17 +1,14 @@
-"""Search algorithms by name: every Nevergrad optimizer, plus kubenas's own compositions.
+"""``SurrogateLocalSearch``, kubenas's default algorithm.
 
-``build_optimizer`` is the one place the Suggester gets an optimizer from.
-
-kubenas's own algorithm, ``SurrogateLocalSearch``, is a Nevergrad optimizer (ask/tell over any
-parametrization made of choices and bounded scalars, as ``kubenas.space`` builds them). Each ask
-draws a Thompson sample from a Bayesian additive model of the rank-normalised losses (one-hot
-per categorical, linear + quadratic per numeric dimension) and proposes the unseen configuration
-the sample likes best among: the neighbours of the best configurations so far (one dimension
-changed), the sample's own optimum, and a few random points. The neighbourhoods capture the
-interactions an additive model cannot; the model orders them. Every step is a few small numpy
-operations, so ask+tell stays far below a millisecond-scale budget, and the state is only the
-told (configuration, loss) pairs: telling configurations it never asked (a rebuild replaying
-history) is the same as telling its own.
+A Nevergrad optimizer (ask/tell over any parametrization made of choices and bounded scalars, as
+``kubenas.space`` builds them). Each ask draws a Thompson sample from a Bayesian additive model
+of the rank-normalised losses (one-hot per categorical, linear + quadratic per numeric
+dimension) and proposes the unseen configuration the sample likes best among: the neighbours of
+the best configurations so far (one dimension changed), the sample's own optimum, and a few
+random points. The neighbourhoods capture the interactions an additive model cannot; the model
+orders them. Every step is a few small numpy operations, so ask+tell stays far below a
+millisecond-scale budget, and the state is only the told (configuration, loss) pairs: telling
+configurations it never asked (a rebuild replaying history) is the same as telling its own.
 
 Constraints: when a told candidate carries a ``ConstrainedResult`` (the Suggester attaches one
 to every succeeded trial of a constrained objective), the quality model learns the
@@ -34,38 +31,9 @@ import nevergrad as ng
 import numpy as np
 from nevergrad.optimization import base
 from nevergrad.optimization.utils import Pruning
-from nevergrad.parametrization.choice import BaseChoice
-from nevergrad.parametrization.core import Constant
-from nevergrad.parametrization.data import Data
 
-DEFAULT = "SurrogateLocalSearch"
-
-_CONSTRAINED = "kubenas_constrained"
-
-
-@dataclass(frozen=True)
-class ConstrainedResult:
-    """A succeeded trial's result under a constrained objective.
-
-    ``losses`` are the objective's losses without any penalty; ``margins`` are the constraints'
-    signed margins in units of their bounds (> 0 violated, <= 0 met; ``inf`` when unknown).
-    """
-
-    losses: tuple[float, ...]
-    margins: tuple[float, ...]
-
-
-def attach_constrained(candidate: ng.p.Parameter, result: ConstrainedResult) -> None:
-    """Hand ``result`` to a feasibility-aware optimizer with the next ``tell(candidate, ...)``.
-
-    Other optimizers ignore it and learn from the (penalised) loss told.
-    """
-    setattr(candidate, _CONSTRAINED, result)
-
-
-def _constrained_of(candidate: ng.p.Parameter) -> ConstrainedResult | None:
-    result = getattr(candidate, _CONSTRAINED, None)
-    return result if isinstance(result, ConstrainedResult) else None
+from kubenas.algorithms import dimensions
+from kubenas.algorithms.attachments import constrained_of
 
 
 @dataclass(frozen=True)
@@ -77,39 +45,6 @@ class _MarginModel:
     margins: np.ndarray
     kernel_inv: np.ndarray
     error: float
-
-
-@dataclass(frozen=True)
-class _Dim:
-    name: str
-    size: int  # number of choices; 0 for a numeric dimension
-    low: float = 0.0
-    high: float = 1.0
-    log: bool = False
-    integer: bool = False
-
-
-def _dimensions(parametrization: ng.p.Parameter) -> list[_Dim] | None:
-    """The search dimensions, or None when the parametrization has leaves this algorithm cannot handle."""
-    dims: list[_Dim] = []
-    choices: list[str] = []
-    for name, leaf in ng.p.helpers.flatten(parametrization):
-        if any(name.startswith(prefix + ".") for prefix in choices):
-            continue
-        if isinstance(leaf, BaseChoice):
-            if not all(isinstance(option, Constant) for option in leaf.choices):
-                return None
-            dims.append(_Dim(name, len(leaf.choices)))
-            choices.append(name)
-        elif isinstance(leaf, Data):
-            low, high = leaf.bounds
-            if leaf.dimension != 1 or low is None or high is None:
-                return None
-            lo, hi = float(np.ravel(low)[0]), float(np.ravel(high)[0])
-            if not lo < hi:
-                return None
-            dims.append(_Dim(name, 0, lo, hi, isinstance(leaf, ng.p.Log) and lo > 0, bool(leaf.integer)))
-    return dims or None
 
 
 @dataclass(frozen=True)
@@ -139,7 +74,7 @@ class _SurrogateLocalSearch(base.Optimizer):
         self, parametrization: ng.p.Parameter, budget: int | None = None, num_workers: int = 1, **settings: Any
     ) -> None:
         super().__init__(parametrization, budget=budget, num_workers=num_workers)
-        dims = _dimensions(self.parametrization)
+        dims = dimensions.dimensions(self.parametrization)
         if dims is None:
             raise ValueError("SurrogateLocalSearch needs choices and bounded scalars only")
         self._dims = dims
@@ -171,36 +106,14 @@ class _SurrogateLocalSearch(base.Optimizer):
     # ------------------------------------------------------------------ genome <-> candidate
 
     def _genome(self, candidate: ng.p.Parameter) -> np.ndarray:
-        leaves = dict(ng.p.helpers.flatten(candidate))
-        out = np.empty(len(self._dims))
-        for i, d in enumerate(self._dims):
-            leaf = leaves[d.name]
-            if d.size:
-                out[i] = float(leaf.indices.value[0])
-            else:
-                v = float(np.ravel(leaf.value)[0])
-                if d.log:
-                    out[i] = (math.log(max(v, d.low)) - math.log(d.low)) / (math.log(d.high) - math.log(d.low))
-                else:
-                    out[i] = (v - d.low) / (d.high - d.low)
-        return np.clip(out, 0.0, [d.size - 1 if d.size else 1.0 for d in self._dims])
+        return dimensions.read(self._dims, candidate)
 
     def _candidate(self, genome: np.ndarray) -> ng.p.Parameter:
-        child = self.parametrization.spawn_child()
-        leaves = dict(ng.p.helpers.flatten(child))
-        for d, g in zip(self._dims, genome, strict=True):
-            leaf = leaves[d.name]
-            if d.size:
-                leaf.indices.value = np.array([int(g)])
-            elif d.log:
-                leaf.value = math.exp(math.log(d.low) + g * (math.log(d.high) - math.log(d.low)))
-            else:
-                leaf.value = d.low + g * (d.high - d.low)
-        return child
+        return dimensions.write(self.parametrization, self._dims, genome)
 
     @staticmethod
     def _key(genome: np.ndarray) -> tuple[float, ...]:
-        return tuple(np.round(genome, 9).tolist())
+        return dimensions.key(genome)
 
     # ------------------------------------------------------------------ model
 
@@ -354,11 +267,7 @@ class _SurrogateLocalSearch(base.Optimizer):
     # ------------------------------------------------------------------ ask / tell
 
     def _random(self, n: int) -> np.ndarray:
-        rng = self._rng
-        out = np.empty((n, len(self._dims)))
-        for i, d in enumerate(self._dims):
-            out[:, i] = rng.randint(d.size, size=n) if d.size else rng.uniform(size=n)
-        return out
+        return dimensions.random(self._dims, self._rng, n)
 
     def _neighbours(self, parents: np.ndarray) -> np.ndarray:
         """For each parent, every configuration one dimension away (scalars: steps of several sizes).
@@ -431,21 +340,7 @@ class _SurrogateLocalSearch(base.Optimizer):
         return cand
 
     def _normalise(self, genomes: np.ndarray) -> np.ndarray:
-        """The genomes candidates built from ``genomes`` (shape (..., dimensions)) read back as: integer casting."""
-        out = genomes
-        for i, d in enumerate(self._dims):
-            if d.size or not d.integer:
-                continue
-            if out is genomes:
-                out = genomes.copy()
-            if d.log:
-                span = math.log(d.high) - math.log(d.low)
-                value = np.clip(np.round(np.exp(math.log(d.low) + genomes[..., i] * span)), d.low, d.high)
-                out[..., i] = (np.log(value) - math.log(d.low)) / span
-            else:
-                value = np.clip(np.round(d.low + genomes[..., i] * (d.high - d.low)), d.low, d.high)
-                out[..., i] = (value - d.low) / (d.high - d.low)
-        return out
+        return dimensions.normalise(self._dims, genomes)
 
     def _internal_tell_candidate(self, candidate: ng.p.Parameter, loss: float) -> None:
         genome = self._genome(candidate)
@@ -458,7 +353,7 @@ class _SurrogateLocalSearch(base.Optimizer):
         # Pareto objectives: Nevergrad hands us a hypervolume-based scalar; the vector is on the candidate.
         vector = getattr(candidate, "_losses", None)
         values = np.atleast_1d(np.asarray(vector if vector is not None else loss, dtype=float))
-        constrained = _constrained_of(candidate)
+        constrained = constrained_of(candidate)
         margins = None
         if constrained is not None and len(constrained.losses) == len(values):
             values = np.asarray(constrained.losses, dtype=float)
@@ -530,28 +425,6 @@ class SurrogateLocalSearch:
     def __call__(
         self, parametrization: ng.p.Parameter, budget: int | None = None, num_workers: int = 1
     ) -> base.Optimizer:
-        if _dimensions(parametrization) is None:
+        if dimensions.dimensions(parametrization) is None:
             return ng.optimizers.NGOpt(parametrization, budget=budget, num_workers=num_workers)
         return _SurrogateLocalSearch(parametrization, budget, num_workers, **self.config)
-
-
-OWN: dict[str, Callable[..., base.Optimizer]] = {
-    "SurrogateLocalSearch": SurrogateLocalSearch(),
-}
-
-
-def build_optimizer(
-    name: str, parametrization: ng.p.Parameter, budget: int | None, num_workers: int
-) -> ng.optimizers.base.Optimizer:
-    """An optimizer called ``name`` over ``parametrization``.
-
-    Raises:
-        KeyError: no algorithm has that name.
-    """
-    factory = OWN.get(name) or ng.optimizers.registry[name]
-    return factory(parametrization=parametrization, budget=budget, num_workers=num_workers)
-
-
-def known_names() -> list[str]:
-    """Every algorithm name ``build_optimizer`` accepts."""
-    return sorted({*ng.optimizers.registry, *OWN})
