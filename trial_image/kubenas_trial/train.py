@@ -203,12 +203,14 @@ class Trainer:
         net = model if model is not None else self.forward
         return evaluate(net, x, y, self.device, self.config["eval_batch_size"], self.amp, self.channels_last)
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Mixed precision as the ``amp`` parameter resolved on this device (a no-op without it)."""
         if self.amp is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp)
 
-    def _augment(self, xb: torch.Tensor) -> torch.Tensor:
+    def augment(self, xb: torch.Tensor) -> torch.Tensor:
+        """A training batch with the configured augmentations applied."""
         if self.config["augment_crop"] and xb.dim() == 4:
             xb = random_translate(xb, self.config["augment_crop"], self.aug_generator)
         if self.config["augment_flip"] and xb.dim() == 4:
@@ -249,8 +251,8 @@ class Trainer:
                     group["lr"] = lr
                 step += 1
                 if augment:
-                    xb = self._augment(xb)
-                with self._autocast():
+                    xb = self.augment(xb)
+                with self.autocast():
                     logits = net(xb)
                     loss = self.criterion(logits, yb)
                     if self.teacher is not None:
