@@ -27,12 +27,22 @@ def _norm(channels: int, enabled: bool) -> nn.Module:
     return nn.BatchNorm2d(channels) if enabled else nn.Identity()
 
 
+def stage_channels(config: dict[str, Any]) -> list[int]:
+    """Channels of each CNN stage: ``width × width_mult``, doubled every stage, at least 1."""
+    return [max(1, round(config["width"] * config["width_mult"] * 2**s)) for s in range(config["stages"])]
+
+
+def se_hidden(channels: int) -> int:
+    """Channels of a squeeze-and-excite bottleneck over ``channels``."""
+    return max(1, channels // 4)
+
+
 class SqueezeExcite(nn.Module):
     """Channel attention: global pool, bottleneck, sigmoid gate."""
 
-    def __init__(self, channels: int, reduction: int = 4) -> None:
+    def __init__(self, channels: int) -> None:
         super().__init__()
-        hidden = max(1, channels // reduction)
+        hidden = se_hidden(channels)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.reduce = nn.Conv2d(channels, hidden, 1)
         self.act = nn.ReLU()
@@ -97,7 +107,7 @@ class CNN(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, config: dict[str, Any]) -> None:
         super().__init__()
-        self.channels = [max(1, round(config["width"] * config["width_mult"] * 2**s)) for s in range(config["stages"])]
+        self.channels = stage_channels(config)
         kernel, act, bn = config["kernel_size"], config["activation"], config["batch_norm"]
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, self.channels[0], kernel, 1, kernel // 2, bias=not bn),
