@@ -274,6 +274,7 @@ def classify_finished_trial(
     backend_reason: api.TrialReason | str | None = None,
     backend_message: str | None = None,
     log_tail: str | None = None,
+    rank: int | None = None,
 ) -> TrialOutcome:
     """Decide a finished trial's phase, reason, metrics and message.
 
@@ -293,10 +294,26 @@ def classify_finished_trial(
         log_tail: the last line of the trial's log, appended to an ``ExitCode`` message (it
             usually names the error). When None and ``result_text`` is not a result, its last
             line is used: Kubernetes's ``FallbackToLogsOnError`` puts the log's tail there.
+        rank: the pod or process of a multi-pod trial that ended it (its exit code, result text
+            and log); a failure's message then starts with ``rank N:``.
 
     Raises:
         ValueError: ``backend_reason`` is not one of the backend reasons.
     """
+    outcome = _classify(objective, exit_code, result_text, backend_reason, backend_message, log_tail)
+    if rank is None or outcome.phase != api.TrialPhase.FAILED:
+        return outcome
+    return _failed(outcome.reason, outcome.metrics, f"rank {rank}: {outcome.message}")
+
+
+def _classify(
+    objective: api.Objective,
+    exit_code: int | None,
+    result_text: str | bytes | None,
+    backend_reason: api.TrialReason | str | None,
+    backend_message: str | None,
+    log_tail: str | None,
+) -> TrialOutcome:
     parsed = parse_termination_message(result_text)
     metrics = dict(parsed.metrics)
     if backend_reason is not None:

@@ -30,6 +30,12 @@ PARAMETERS_FILE = "parameters.json"
 TERMINATION_LOG = "/dev/termination-log"
 METRICS_PORT_NAME = "metrics"
 
+# Multi-pod trials (trialTemplate.replicas > 1): what torch.distributed / torchrun read.
+MASTER_PORT = 29500
+RENDEZVOUS_PORT_NAME = "rendezvous"
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+GPU_RESOURCE = "nvidia.com/gpu"
+
 _PLACEHOLDER = re.compile(r"\$\{parameters\.([A-Za-z_][A-Za-z0-9_.-]*)\}")
 
 
@@ -95,6 +101,58 @@ def trial_environment(
         "KUBENAS_EXPERIMENT": experiment_name,
         "KUBENAS_METRICS_PORT": str(metrics_port),
     }
+
+
+def processes_per_pod(container: Mapping[str, Any]) -> int:
+    """NPROC_PER_NODE: the trial container's GPU limit (its request when no limit is written), else 1."""
+    resources = container.get("resources") or {}
+    for kind in ("limits", "requests"):
+        raw = (resources.get(kind) or {}).get(GPU_RESOURCE)
+        if raw is not None:
+            try:
+                return max(1, int(str(raw)))
+            except ValueError:
+                return 1  # not a whole number: the API server refuses such a GPU quantity anyway
+    return 1
+
+
+def rank_variables(nproc_per_node: int) -> tuple[str, ...]:
+    """The variables whose value is the pod's rank (its completion index).
+
+    RANK is the global rank only with one process per pod; with more, torchrun or the trainer
+    derives each process's RANK from NODE_RANK.
+    """
+    return ("NODE_RANK", "RANK") if nproc_per_node == 1 else ("NODE_RANK",)
+
+
+def distributed_environment(
+    nnodes: int, nproc_per_node: int, master_addr: str, master_port: int, node_rank: int | None = None
+) -> dict[str, str]:
+    """What each pod (or local process) of an ``nnodes``-pod trial gets for ``torch.distributed``.
+
+    With ``node_rank`` None the :func:`rank_variables` are left out (the Job builder gives them
+    from the completion index); the local runner passes each process's rank.
+    """
+    env = {
+        "MASTER_ADDR": master_addr,
+        "MASTER_PORT": str(master_port),
+        "NNODES": str(nnodes),
+        "NPROC_PER_NODE": str(nproc_per_node),
+        "WORLD_SIZE": str(nnodes * nproc_per_node),
+    }
+    if node_rank is not None:
+        env.update(dict.fromkeys(rank_variables(nproc_per_node), str(node_rank)))
+    return env
+
+
+def service_name(trial_name: str) -> str:
+    """The headless Service of a multi-pod trial (a DNS-1035 label: it must start with a letter)."""
+    return trial_name if trial_name[:1].isalpha() else f"t{trial_name}"
+
+
+def master_address(trial_name: str, namespace: str | None) -> str:
+    """Pod 0's stable DNS name: Indexed Job pods are named ``<job>-<index>`` within the Service's subdomain."""
+    return f"{trial_name}-0.{service_name(trial_name)}.{namespace or 'default'}.svc"
 
 
 def child_labels(experiment_name: str, trial_name: str | None = None) -> dict[str, str]:
@@ -179,7 +237,15 @@ def build_job(experiment: api.Experiment, trial: api.Trial) -> dict[str, Any]:
     output_dir = _output_dir(containers[0], experiment, trial.name)
     if output_dir is not None:
         env["KUBENAS_OUTPUT_DIR"] = output_dir
-    containers[0] = _trial_container(containers[0], env, params, port)
+    replicas = template.replicas
+    from_index: dict[str, str] = {}
+    if replicas > 1:
+        nproc = processes_per_pod(containers[0])
+        address = master_address(trial.name, experiment.metadata.namespace)
+        env.update(distributed_environment(replicas, nproc, address, MASTER_PORT))
+        from_index = dict.fromkeys(rank_variables(nproc), f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']")
+        pod_spec["subdomain"] = service_name(trial.name)
+    containers[0] = _trial_container(containers[0], env, params, port, from_index)
     pod_spec["containers"] = containers
     pod_spec = podpolicy.apply_defaults(pod_spec)
 
@@ -188,6 +254,12 @@ def build_job(experiment: api.Experiment, trial: api.Trial) -> dict[str, Any]:
         "backoffLimit": template.backoff_limit,
         "template": {"metadata": pod_meta, "spec": pod_spec},
     }
+    if replicas > 1:
+        # One pod per rank; a failure of any rank fails the Job at once (no rank is retried alone:
+        # its peers' collective calls fail with it).
+        del job_spec["backoffLimit"]
+        indexed = {"completionMode": "Indexed", "completions": replicas, "parallelism": replicas}
+        job_spec.update(indexed, backoffLimitPerIndex=0, maxFailedIndexes=0)
     if template.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = template.active_deadline_seconds
     return {
@@ -200,6 +272,35 @@ def build_job(experiment: api.Experiment, trial: api.Trial) -> dict[str, Any]:
             "ownerReferences": [owner_reference(trial_raw)],
         },
         "spec": job_spec,
+    }
+
+
+def build_service(experiment: api.Experiment, trial: api.Trial) -> dict[str, Any] | None:
+    """The headless Service giving a multi-pod trial's pods DNS names, owned by the Trial; None for one pod.
+
+    Addresses are published before the pods are ready, so that rank 0's name resolves as soon as it runs.
+    """
+    if experiment.spec.trial_template.replicas <= 1:
+        return None
+    trial_raw = {"apiVersion": api.API_VERSION, "kind": "Trial", "metadata": trial.metadata.model_dump(by_alias=True)}
+    labels = child_labels(experiment.metadata.name, trial.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(trial.name),
+            "namespace": experiment.metadata.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(trial_raw)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": labels,
+            "ports": [
+                {"name": RENDEZVOUS_PORT_NAME, "port": MASTER_PORT, "targetPort": MASTER_PORT, "protocol": "TCP"}
+            ],
+        },
     }
 
 
@@ -226,8 +327,13 @@ def _parameters_volume() -> dict[str, Any]:
 
 
 def _trial_container(
-    container: dict[str, Any], contract_env: dict[str, str], params: Mapping[str, Any], port: int
+    container: dict[str, Any],
+    contract_env: dict[str, str],
+    params: Mapping[str, Any],
+    port: int,
+    field_env: Mapping[str, str],
 ) -> dict[str, Any]:
+    """The trial container with the contract: ``contract_env`` values and ``field_env`` (name → pod fieldPath)."""
     c = dict(container)
     for key in ("command", "args"):
         if c.get(key):
@@ -240,9 +346,10 @@ def _trial_container(
         "KUBENAS_PARAMETERS_FILE": f"{PARAMETERS_DIR}/{PARAMETERS_FILE}",
         "KUBENAS_TERMINATION_LOG": termination_path,
     }
-    user_env = [e for e in c.get("env") or [] if e.get("name") not in ours]
+    user_env = [e for e in c.get("env") or [] if e.get("name") not in ours and e.get("name") not in field_env]
     # Our values are data (parameters, paths), never references to other variables.
     c["env"] = user_env + [{"name": k, "value": kubelet_escape(v)} for k, v in ours.items()]
+    c["env"] += [{"name": k, "valueFrom": {"fieldRef": {"fieldPath": f}}} for k, f in field_env.items()]
     ports = list(c.get("ports") or [])
     if not any(p.get("containerPort") == port for p in ports):
         taken = any(p.get("name") == METRICS_PORT_NAME for p in ports)

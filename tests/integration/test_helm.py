@@ -161,7 +161,7 @@ def test_rbac_is_least_privilege_and_covers_the_operator(
             for resource in rule["resources"]:
                 granted.setdefault((group, resource), set()).update(rule["verbs"])
     # Everything the operator's REST client touches is granted, and nothing kopf does not need.
-    for resource in (kube.EXPERIMENTS, kube.TRIALS, kube.JOBS, kube.PODS, kube.EVENTS, kube.CONFIGMAPS):
+    for resource in (kube.EXPERIMENTS, kube.TRIALS, kube.JOBS, kube.PODS, kube.EVENTS, kube.CONFIGMAPS, kube.SERVICES):
         assert (resource.group, resource.plural) in granted, resource
     assert granted[("kubenas.io", "experiments")] == {"get", "list", "watch"}
     assert granted[("kubenas.io", "experiments/status")] == {"patch"}
@@ -171,7 +171,8 @@ def test_rbac_is_least_privilege_and_covers_the_operator(
     assert granted[("", "pods")] == {"get", "list", "watch"}
     assert granted[("", "events")] == {"create"}
     assert granted[("", "configmaps")] == {"get", "create", "patch"}
-    assert len(granted) == 8  # no secrets, namespaces, CRDs, finalizers or pods/log
+    assert granted[("", "services")] == {"get", "create", "delete"}  # multi-pod trials' headless Services
+    assert len(granted) == 9  # no secrets, namespaces, CRDs, finalizers or pods/log
 
 
 def test_crds_in_chart_equal_generated_crds() -> None:

@@ -352,6 +352,18 @@ CASES = [
         ("less than or equal to 10",),
     ),
     Case(
+        "replicas-too-many",
+        {"spec.trialTemplate.replicas": 65},
+        "spec.trialTemplate.replicas",
+        ("less than or equal to 64",),
+    ),
+    Case(
+        "replicas-with-retries",
+        {"spec.trialTemplate.replicas": 2, "spec.trialTemplate.backoffLimit": 1},
+        "spec.trialTemplate.backoffLimit",
+        ("backoffLimit must be 0 when replicas is more than 1",),
+    ),
+    Case(
         "metrics-port-out-of-range",
         {"spec.metrics.port": 70000},
         "spec.metrics.port",

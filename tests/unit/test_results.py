@@ -162,6 +162,15 @@ def test_backend_message_is_used_when_given() -> None:
     assert outcome.message == "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
 
 
+def test_a_failure_of_a_multi_pod_trial_names_its_rank() -> None:
+    failed = results.classify_finished_trial(SINGLE, exit_code=3, result_text="ValueError: bad shard", rank=1)
+    assert (failed.reason, failed.message) == (R.EXIT_CODE, "rank 1: exit code 3: ValueError: bad shard")
+    oom = results.classify_finished_trial(SINGLE, exit_code=137, result_text="", backend_reason="OOMKilled", rank=2)
+    assert oom.reason == R.OOM_KILLED and oom.message.startswith("rank 2: ")
+    succeeded = results.classify_finished_trial(SINGLE, exit_code=0, result_text='{"accuracy": 0.9}', rank=0)
+    assert succeeded.message == "completed"
+
+
 @pytest.mark.parametrize("reason", ["Completed", "EarlyStopped"])
 def test_non_backend_reason_is_a_programming_error(reason: str) -> None:
     with pytest.raises(ValueError, match="backend_reason"):

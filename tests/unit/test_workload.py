@@ -177,6 +177,87 @@ def test_artifact_volume_sets_output_dir() -> None:
     assert workload.artifact_location(make_experiment(), "exp-3") is None
 
 
+def test_single_pod_trial_is_a_plain_job_without_rendezvous() -> None:
+    job = workload.build_job(make_experiment(), make_trial())
+    assert "completionMode" not in job["spec"] and "subdomain" not in job["spec"]["template"]["spec"]
+    names = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert not names & {"MASTER_ADDR", "MASTER_PORT", "NNODES", "NODE_RANK", "WORLD_SIZE", "RANK"}
+    assert workload.build_service(make_experiment(), make_trial()) is None
+
+
+def test_multi_pod_trial_is_an_indexed_job_failing_on_any_rank() -> None:
+    job = workload.build_job(make_experiment(replicas=3), make_trial())
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 3)
+    assert (spec["backoffLimitPerIndex"], spec["maxFailedIndexes"]) == (0, 0)
+    assert "backoffLimit" not in spec  # per index: a retry of the whole Job would never come
+    assert spec["template"]["spec"]["subdomain"] == "exp-3"
+
+
+def test_multi_pod_trial_environment_follows_the_contract() -> None:
+    exp = make_experiment(replicas=2)
+    exp.spec.trial_template.spec["containers"][0]["env"].append({"name": "MASTER_PORT", "value": "1"})
+    c = workload.build_job(exp, make_trial())["spec"]["template"]["spec"]["containers"][0]
+    values = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    assert values["MASTER_ADDR"] == "exp-3-0.exp-3.ns.svc"
+    assert values["MASTER_PORT"] == "29500"  # the contract wins: the Service listens there
+    assert (values["NNODES"], values["NPROC_PER_NODE"], values["WORLD_SIZE"]) == ("2", "1", "2")
+    index = {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
+    from_index = {e["name"]: e["valueFrom"] for e in c["env"] if "valueFrom" in e}
+    assert from_index == {"NODE_RANK": index, "RANK": index}
+    assert [e["name"] for e in c["env"]].count("MASTER_PORT") == 1
+
+
+def test_multi_gpu_pods_get_nproc_and_no_rank() -> None:
+    exp = make_experiment(replicas=2)
+    exp.spec.trial_template.spec["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "4"}}
+    c = workload.build_job(exp, make_trial())["spec"]["template"]["spec"]["containers"][0]
+    names = [e["name"] for e in c["env"]]
+    values = {e["name"]: e.get("value") for e in c["env"]}
+    assert (values["NPROC_PER_NODE"], values["WORLD_SIZE"]) == ("4", "8")
+    assert "NODE_RANK" in names and "RANK" not in names  # torchrun gives each process its RANK
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [({}, 1), ({"limits": {"nvidia.com/gpu": 2}}, 2), ({"requests": {"nvidia.com/gpu": "8"}}, 8)],
+)
+def test_processes_per_pod(resources: dict[str, Any], expected: int) -> None:
+    assert workload.processes_per_pod({"resources": resources}) == expected
+
+
+def test_distributed_environment_for_one_local_rank() -> None:
+    env = workload.distributed_environment(2, 1, "127.0.0.1", 4000, node_rank=1)
+    assert env == {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "4000",
+        "NNODES": "2",
+        "NPROC_PER_NODE": "1",
+        "WORLD_SIZE": "2",
+        "NODE_RANK": "1",
+        "RANK": "1",
+    }
+
+
+def test_multi_pod_trial_service_is_headless_and_owned_by_the_trial() -> None:
+    service = workload.build_service(make_experiment(replicas=2), make_trial())
+    assert service is not None
+    meta, spec = service["metadata"], service["spec"]
+    assert (meta["name"], meta["namespace"]) == ("exp-3", "ns")
+    assert meta["ownerReferences"][0]["uid"] == "trial-uid"
+    assert spec["clusterIP"] == "None" and spec["publishNotReadyAddresses"] is True
+    assert spec["selector"] == {**workload.child_labels("exp", "exp-3")}
+    pod_labels = workload.build_job(make_experiment(replicas=2), make_trial())["spec"]["template"]["metadata"]
+    assert spec["selector"].items() <= pod_labels["labels"].items()
+    assert spec["ports"][0]["port"] == workload.MASTER_PORT
+
+
+def test_service_name_is_a_dns_1035_label() -> None:
+    assert workload.service_name("exp-3") == "exp-3"
+    assert workload.service_name("9lives-3") == "t9lives-3"
+    assert workload.master_address("9lives-3", "ns") == "9lives-3-0.t9lives-3.ns.svc"
+
+
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
 
 

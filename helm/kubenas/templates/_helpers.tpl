@@ -85,6 +85,9 @@ so no CustomResourceDefinition or Namespace access; no finalizers, no pods/log, 
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, create, patch]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, create, delete]
 {{- end }}
 
 {{/* Selector of the operator's own kube-state-metrics / cAdvisor series. */}}

@@ -433,6 +433,12 @@ TEMPLATE_HAS_CONTAINER = Rule(
     "spec",
     "FieldValueRequired",
 )
+MAX_REPLICAS = 64
+ONE_TRY_WITH_REPLICAS = Rule(
+    "!has(self.replicas) || self.replicas == 1 || !has(self.backoffLimit) || self.backoffLimit == 0",
+    "backoffLimit must be 0 when replicas is more than 1: a failure of any pod fails the trial",
+    "backoffLimit",
+)
 CONTAINER_HAS_IMAGE = Rule(
     "has(self.image) && size(self.image) > 0",
     "a container needs an image",
@@ -496,7 +502,7 @@ def _typed_part(model: type[BaseModel]) -> dict[str, Any]:
 class TrialTemplate(Model):
     """How a trial runs: a PodTemplateSpec plus Job-level settings."""
 
-    model_config = ConfigDict(json_schema_extra=cel_rules(TEMPLATE_HAS_CONTAINER))
+    model_config = ConfigDict(json_schema_extra=cel_rules(TEMPLATE_HAS_CONTAINER, ONE_TRY_WITH_REPLICAS))
 
     metadata: dict[str, Any] | None = Field(default=None, description="Pod template metadata (labels, annotations).")
     spec: dict[str, Any] = Field(
@@ -508,6 +514,14 @@ class TrialTemplate(Model):
         default=None, ge=1, description="Trial deadline: the Job is ended after this many seconds."
     )
     backoff_limit: int = Field(default=0, ge=0, le=10, description="Job retries before the trial fails.")
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_REPLICAS,
+        description="Pods per trial. With more than 1 the trial is an Indexed Job whose pods find each other "
+        "through a headless Service and get MASTER_ADDR, MASTER_PORT, NNODES, NODE_RANK, NPROC_PER_NODE and "
+        "WORLD_SIZE (docs/gpu-clusters.md); pod 0's result is the trial's.",
+    )
     retain: bool = Field(default=False, description="Keep finished Jobs and Pods (for debugging).")
 
     @field_validator("spec")
@@ -521,6 +535,8 @@ class TrialTemplate(Model):
         containers = self.spec.get("containers")
         if not isinstance(containers, list) or not containers:
             raise TEMPLATE_HAS_CONTAINER.violation("spec.containers")
+        if self.replicas > 1 and self.backoff_limit != 0:
+            raise ONE_TRY_WITH_REPLICAS.violation()
         return self
 
 

@@ -99,6 +99,7 @@ JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
 EVENTS = Resource("", "v1", "events")
 CONFIGMAPS = Resource("", "v1", "configmaps")
+SERVICES = Resource("", "v1", "services")
 
 
 class Kube:

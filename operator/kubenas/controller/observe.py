@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from kubenas import api
+from kubenas import api, workload
 
 MAX_MESSAGE = 1024
 _IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
@@ -40,6 +40,8 @@ class Observation:
         start_time: when the pod (or Job) started.
         completion_time: when the container (or Job) finished.
         job_active: the Job still has pods to stop (delete it when the trial is over).
+        rank: the pod (completion index) of a multi-pod trial that failed it or is stuck; None
+            otherwise. The pod fields and the result are rank 0's.
     """
 
     state: State
@@ -52,6 +54,7 @@ class Observation:
     start_time: datetime | None = None
     completion_time: datetime | None = None
     job_active: bool = True
+    rank: int | None = None
 
 
 def observe(
@@ -60,9 +63,10 @@ def observe(
     now: datetime,
     unschedulable_seconds: float,
 ) -> Observation:
-    """Read a trial's Job and its Pods (any order; the newest pod counts)."""
+    """Read a trial's Job and its Pods (any order; the newest pod counts, rank 0's in a multi-pod trial)."""
     status = job.get("status") or {}
-    pod = _newest(pods)
+    ranks = _ranks(pods)
+    pod = ranks.get(0) if ranks else _newest(pods)
     container = _trial_container(job, pod)
     terminated = ((container or {}).get("state") or {}).get("terminated")
     common = {
@@ -72,15 +76,20 @@ def observe(
     }
     done = _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet")
     failed = _job_condition(job, "Failed") or _job_condition(job, "FailureTarget")
-    if done or failed or (pod or {}).get("status", {}).get("phase") == "Succeeded":
-        return _finished(job, failed, terminated, common)
+    if done or failed or _all_succeeded(job, pod, ranks):
+        rank = _failed_rank(job, ranks) if failed is not None and failed.get("reason") != "DeadlineExceeded" else None
+        if rank is not None:  # the failing rank's container tells why, not rank 0's
+            terminated = ((_trial_container(job, ranks[rank]) or {}).get("state") or {}).get("terminated")
+        return _finished(job, failed, terminated, common, rank)
 
-    if pod is not None:
-        stuck = _stuck(pod, container, now, unschedulable_seconds)
+    for rank, each in sorted(ranks.items()) if ranks else [(None, pod)]:
+        stuck = None if each is None else _stuck(each, _trial_container(job, each), now, unschedulable_seconds)
         if stuck is not None:
             reason, message = stuck
-            return Observation(State.FINISHED, backend_reason=reason, message=message, **common)
-        if pod.get("status", {}).get("phase") == "Running":
+            return Observation(State.FINISHED, backend_reason=reason, message=message, rank=rank, **common)
+    if pod is not None:
+        # Rank 0 done while other ranks still run: the trial still runs.
+        if pod.get("status", {}).get("phase") in ("Running", "Succeeded"):
             return Observation(State.RUNNING, **common)
         waiting = ((container or {}).get("state") or {}).get("waiting") or {}
         if waiting.get("reason"):
@@ -90,7 +99,11 @@ def observe(
 
 
 def _finished(
-    job: Mapping[str, Any], failed: Mapping[str, Any] | None, terminated: Mapping[str, Any] | None, common: Any
+    job: Mapping[str, Any],
+    failed: Mapping[str, Any] | None,
+    terminated: Mapping[str, Any] | None,
+    common: Any,
+    rank: int | None = None,
 ) -> Observation:
     status = job.get("status") or {}
     backend_reason: api.TrialReason | None = None
@@ -113,6 +126,7 @@ def _finished(
         message=None if message is None else str(message)[:MAX_MESSAGE],
         completion_time=completion,
         job_active=bool(status.get("active")),
+        rank=rank,
         **common,
     )
 
@@ -144,6 +158,39 @@ def _newest(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     if not pods:
         return None
     return max(pods, key=lambda p: (str(p.get("metadata", {}).get("creationTimestamp") or ""), p["metadata"]["name"]))
+
+
+def _ranks(pods: Sequence[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
+    """Each completion index's newest pod; empty when the pods have none (not an Indexed Job)."""
+    by_index: dict[int, list[Mapping[str, Any]]] = {}
+    for pod in pods:
+        raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(workload.COMPLETION_INDEX_ANNOTATION)
+        if raw is not None and str(raw).isdigit():
+            by_index.setdefault(int(raw), []).append(pod)
+    return {index: newest for index, group in by_index.items() if (newest := _newest(group)) is not None}
+
+
+def _all_succeeded(
+    job: Mapping[str, Any], pod: Mapping[str, Any] | None, ranks: Mapping[int, Mapping[str, Any]]
+) -> bool:
+    """The trial's pods all succeeded (ahead of the Job's Complete condition)."""
+    if not ranks:
+        return (pod or {}).get("status", {}).get("phase") == "Succeeded"
+    completions = int((job.get("spec") or {}).get("completions") or len(ranks))
+    return all((ranks.get(i) or {}).get("status", {}).get("phase") == "Succeeded" for i in range(completions))
+
+
+def _failed_rank(job: Mapping[str, Any], ranks: Mapping[int, Mapping[str, Any]]) -> int | None:
+    """The rank that failed a multi-pod trial: the first of its failed pods to end (ties: the lowest rank).
+
+    Its peers usually fail right after it (their collective calls lose it) or are stopped by the Job.
+    """
+    ended: dict[int, str] = {}
+    for index, pod in ranks.items():
+        terminated = ((_trial_container(job, pod) or {}).get("state") or {}).get("terminated") or {}
+        if terminated.get("exitCode") not in (None, 0) or pod.get("status", {}).get("phase") == "Failed":
+            ended[index] = str(terminated.get("finishedAt") or "~")  # unknown: after every known time
+    return min(ended, key=lambda i: (ended[i], i)) if ended else None
 
 
 def _trial_container(job: Mapping[str, Any], pod: Mapping[str, Any] | None) -> Mapping[str, Any] | None:

@@ -189,6 +189,7 @@ async def _observe_trials(
             active = bool((job.get("status") or {}).get("active"))
             if active or not experiment.spec.trial_template.retain:
                 await ctx.kube.delete(kube.JOBS, job["metadata"]["namespace"], job["metadata"]["name"])
+                await _delete_service(ctx, experiment, trial)
         trials.append(trial)
     return trials
 
@@ -225,6 +226,7 @@ def _observed_status(
         result_text=seen.result_text,
         backend_reason=seen.backend_reason,
         backend_message=seen.message,
+        rank=seen.rank,
     )
     return old.model_copy(
         update={
@@ -332,7 +334,7 @@ async def _apply(
                 trials.append(trial)
         elif isinstance(action, plan.StopTrial) and action.name in by_name:
             i = by_name[action.name]
-            trials[i] = await _stop_trial(ctx, exp_raw, trials[i], action)
+            trials[i] = await _stop_trial(ctx, experiment, exp_raw, trials[i], action)
         elif isinstance(action, plan.PromoteTrial) and action.name in by_name:
             i = by_name[action.name]
             trials[i] = await _promote_trial(ctx, trials[i], action)
@@ -378,9 +380,16 @@ async def _create_trial(
 async def _create_job(
     ctx: Context, experiment: api.Experiment, exp_raw: Mapping[str, Any], trial: api.Trial
 ) -> api.Trial:
-    """Create the trial's Job; a Job the API server refuses fails the trial (``InvalidTemplate``) at once."""
+    """Create the trial's Job (a multi-pod trial's Service first); one the API server refuses fails the
+    trial (``InvalidTemplate``) at once."""
+    service, job = workload.build_service(experiment, trial), workload.build_job(experiment, trial)
+    bodies = [(kube.SERVICES, service), (kube.JOBS, job)]
+    kind = "Job"
     try:
-        await apply.create_owned(ctx.kube, kube.JOBS, workload.build_job(experiment, trial))
+        for resource, body in bodies:
+            if body is not None:
+                kind = body["kind"]
+                await apply.create_owned(ctx.kube, resource, body)
     except apply.OwnedByOther as err:
         log.warning("%s; retrying on a later reconcile", err)
     except kube.ApiError as err:
@@ -390,7 +399,7 @@ async def _create_job(
             update={
                 "phase": api.TrialPhase.FAILED,
                 "reason": api.TrialReason.INVALID_TEMPLATE,
-                "message": f"the API server refuses the trial Job: {err.message or err}"[:1024],
+                "message": f"the API server refuses the trial {kind}: {err.message or err}"[:1024],
                 "completion_time": datetime.now(UTC),
             }
         )
@@ -409,7 +418,9 @@ async def _ensure_jobs(
             trials[i] = await _create_job(ctx, experiment, exp_raw, trial)
 
 
-async def _stop_trial(ctx: Context, exp_raw: Mapping[str, Any], trial: api.Trial, action: plan.StopTrial) -> api.Trial:
+async def _stop_trial(
+    ctx: Context, experiment: api.Experiment, exp_raw: Mapping[str, Any], trial: api.Trial, action: plan.StopTrial
+) -> api.Trial:
     if trial.phase.is_finished:
         return trial
     phase = api.TrialPhase.EARLY_STOPPED if action.reason == api.TrialReason.EARLY_STOPPED else api.TrialPhase.STOPPED
@@ -423,8 +434,15 @@ async def _stop_trial(ctx: Context, exp_raw: Mapping[str, Any], trial: api.Trial
     )
     stopped = await _write_trial_status(ctx, trial, status)
     await ctx.kube.delete(kube.JOBS, trial.metadata.namespace, trial.name)
+    await _delete_service(ctx, experiment, trial)
     await _trial_event(ctx, exp_raw, trial.name, status)
     return stopped
+
+
+async def _delete_service(ctx: Context, experiment: api.Experiment, trial: api.Trial) -> None:
+    """A multi-pod trial's Service goes with its Job (the Trial's deletion would collect it too)."""
+    if experiment.spec.trial_template.replicas > 1:
+        await ctx.kube.delete(kube.SERVICES, trial.metadata.namespace, workload.service_name(trial.name))
 
 
 async def _promote_trial(ctx: Context, trial: api.Trial, action: plan.PromoteTrial) -> api.Trial:

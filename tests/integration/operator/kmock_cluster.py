@@ -37,6 +37,7 @@ RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
     "batch/v1/jobs": ("Job", True, {"status"}),
     "v1/pods": ("Pod", True, {"status"}),
     "v1/configmaps": ("ConfigMap", True, set()),
+    "v1/services": ("Service", True, set()),
     "v1/events": ("Event", True, set()),
     "v1/namespaces": ("Namespace", False, set()),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, set()),
@@ -195,7 +196,25 @@ class Outcome:
 
 
 Behaviour = Callable[[dict[str, Any], dict[str, Any]], Awaitable[Outcome]]
-"""(parameters, job) -> Outcome; may run a real process."""
+"""(parameters, job) -> Outcome; may run a real process. For a pod of an Indexed Job, the job's
+template carries that pod's completion index (:func:`completion_index`)."""
+
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+
+
+def completion_index(job: dict[str, Any]) -> int | None:
+    """The completion index of the pod a behaviour is asked about (None: not an Indexed Job)."""
+    raw = job["spec"]["template"]["metadata"].get("annotations", {}).get(COMPLETION_INDEX)
+    return None if raw is None else int(raw)
+
+
+def _for_index(job: dict[str, Any], index: int) -> dict[str, Any]:
+    """``job`` as pod ``index`` of an Indexed Job sees it: the index annotation on its template."""
+    template = {**job["spec"]["template"]}
+    meta = {**template["metadata"]}
+    meta["annotations"] = {**meta.get("annotations", {}), COMPLETION_INDEX: str(index)}
+    template["metadata"] = meta
+    return {**job, "spec": {**job["spec"], "template": template}}
 
 
 def metrics_result(**values: float) -> Outcome:
@@ -206,7 +225,10 @@ class Kubelet:
     """Plays the Job controller, scheduler, kubelet and garbage collector over HTTP.
 
     Every Job gets one Pod; the Pod runs (podIP 127.0.0.1) until ``behaviour`` returns,
-    then the Pod and Job get the states a real cluster gives them.
+    then the Pod and Job get the states a real cluster gives them. An Indexed Job gets one Pod
+    per index (``<job>-<i>-pod``, the index annotated as the Job controller does); it completes
+    when every index succeeded and fails at the first pod that fails, its other pods stopped
+    (what ``backoffLimitPerIndex: 0`` with ``maxFailedIndexes: 0`` does).
     """
 
     def __init__(self, url: str, behaviour: Behaviour, interval: float = 0.05, *, running_first: bool = False) -> None:
@@ -216,6 +238,7 @@ class Kubelet:
         self.interval = interval
         self.paused = False
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._ranks: dict[str, dict[int, int | None]] = {}  # Indexed Job -> index -> exit code (None: running)
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -264,9 +287,21 @@ class Kubelet:
         have = {p["metadata"]["labels"].get("job-name") for p in pods}
         for name, job in jobs.items():
             if name not in have and not (job.get("status") or {}).get("conditions"):
+                if job["spec"].get("completionMode") == "Indexed":
+                    await self._start_indexed(job)
+                    continue
                 pod_name = f"{name}-pod"
                 await self.request("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", _pod(job, pod_name))
                 self._running[pod_name] = asyncio.create_task(self._run(job, pod_name))
+
+    async def _start_indexed(self, job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
+        self._ranks[name] = dict.fromkeys(range(int(job["spec"]["completions"])))
+        for index in self._ranks[name]:
+            seen = _for_index(job, index)
+            pod_name = f"{name}-{index}-pod"
+            await self.request("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", _pod(seen, pod_name))
+            self._running[pod_name] = asyncio.create_task(self._run(seen, pod_name))
 
     async def _run(self, job: dict[str, Any], pod_name: str) -> None:
         template = job["spec"]["template"]
@@ -288,6 +323,10 @@ class Kubelet:
 
     async def finish(self, job: dict[str, Any], pod_name: str, outcome: Outcome) -> None:
         name = job["metadata"]["name"]
+        index = completion_index(job)
+        if index is not None:
+            await self._finish_index(job, pod_name, index, outcome)
+            return
         if outcome.kind == "deadline":
             await self._pod_status(pod_name, _terminated(job, 143, "Error", "", phase="Failed"))
             cond = {
@@ -314,6 +353,35 @@ class Kubelet:
             }
             status = {"conditions": [cond], "failed": 1, "active": 0}
         await self._job_status(name, status)
+
+    async def _finish_index(self, job: dict[str, Any], pod_name: str, index: int, outcome: Outcome) -> None:
+        name = job["metadata"]["name"]
+        code = 137 if outcome.kind == "oom" else outcome.exit_code
+        reason = "OOMKilled" if outcome.kind == "oom" else ("Completed" if code == 0 else "Error")
+        ranks = self._ranks[name]
+        ranks[index] = code
+        phase = "Failed" if code else "Succeeded"
+        await self._pod_status(pod_name, _terminated(job, code, reason, outcome.message, phase=phase))
+        if code != 0:
+            for other, other_code in ranks.items():  # the Job controller stops the other pods
+                if other_code is None:
+                    ranks[other] = 143
+                    task = self._running.pop(f"{name}-{other}-pod", None)
+                    if task is not None:
+                        task.cancel()
+                    stopped = _terminated(job, 143, "Error", "", phase="Failed")
+                    await self._pod_status(f"{name}-{other}-pod", stopped)
+            cond = {
+                "type": "Failed",
+                "status": "True",
+                "reason": "MaxFailedIndexesExceeded",
+                "message": "Job has exceeded the specified maximal number of failed indexes",
+            }
+            await self._job_status(name, {"conditions": [cond], "failed": 1, "failedIndexes": str(index), "active": 0})
+        elif all(c == 0 for c in ranks.values()):
+            done = {"type": "Complete", "status": "True"}
+            status = {"conditions": [done], "succeeded": len(ranks), "active": 0, "completionTime": now_iso()}
+            await self._job_status(name, {**status, "completedIndexes": f"0-{len(ranks) - 1}"})
 
     async def _pod_status(self, pod: str, status: dict[str, Any]) -> None:
         await self.request("PATCH", f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}/status", {"status": status}, True)

@@ -112,3 +112,78 @@ def test_newest_pod_counts() -> None:
     new["metadata"] = {"name": "p2", "creationTimestamp": "2026-01-01T11:30:00Z"}
     seen = observe.observe(job(active=1), [new, old], NOW, 60)
     assert (seen.state, seen.pod_name) == (observe.State.RUNNING, "p2")
+
+
+def ranked(index: int, phase: str = "Running", state: dict[str, Any] | None = None, **status: Any) -> dict[str, Any]:
+    """A pod of an Indexed Job: its completion index is an annotation."""
+    p = pod(phase, state, **status)
+    p["metadata"] = {
+        "name": f"exp-0-{index}-abcde",
+        "creationTimestamp": "2026-01-01T11:00:00Z",
+        "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+    }
+    p["status"]["podIP"] = f"10.0.0.{10 + index}"
+    return p
+
+
+def indexed_job(*conditions: dict[str, Any], active: int = 0, completions: int = 2) -> dict[str, Any]:
+    the_job = job(*conditions, active=active)
+    the_job["spec"] |= {"completionMode": "Indexed", "completions": completions}
+    return the_job
+
+
+FAILED_INDEXES = {"type": "Failed", "status": "True", "reason": "MaxFailedIndexesExceeded", "message": "indexes"}
+
+
+def test_multi_pod_trial_runs_and_reports_from_rank_0() -> None:
+    seen = observe.observe(indexed_job(active=2), [ranked(1), ranked(0)], NOW, 60)
+    assert (seen.state, seen.pod_name, seen.pod_ip) == (observe.State.RUNNING, "exp-0-0-abcde", "10.0.0.10")
+
+
+def test_multi_pod_result_is_rank_0s() -> None:
+    pods = [
+        ranked(1, "Succeeded", terminated(0, "Completed", "")),
+        ranked(0, "Succeeded", terminated(0, "Completed", '{"a": 1}')),
+    ]
+    seen = observe.observe(indexed_job(active=0), pods, NOW, 60)  # all ranks done, ahead of the Complete condition
+    assert (seen.state, seen.result_text, seen.rank) == (observe.State.FINISHED, '{"a": 1}', None)
+
+
+def test_multi_pod_trial_waits_for_every_rank() -> None:
+    pods = [ranked(0, "Succeeded", terminated(0, "Completed", '{"a": 1}')), ranked(1)]
+    assert observe.observe(indexed_job(active=1), pods, NOW, 60).state == observe.State.RUNNING
+
+
+def test_multi_pod_failure_names_the_rank_that_failed_first() -> None:
+    crashed = terminated(3, "Error", "Traceback: rank 1 boom")
+    crashed["terminated"]["finishedAt"] = "2026-01-01T11:58:00Z"
+    peer = terminated(1, "Error", "gloo: connection closed by peer")  # a second later
+    stopped = terminated(143, "Error", "")
+    for rank_0 in (peer, stopped):
+        seen = observe.observe(
+            indexed_job(FAILED_INDEXES), [ranked(0, "Failed", rank_0), ranked(1, "Failed", crashed)], NOW, 60
+        )
+        assert (seen.state, seen.rank, seen.exit_code) == (observe.State.FINISHED, 1, 3)
+        assert seen.result_text == "Traceback: rank 1 boom" and seen.pod_name == "exp-0-0-abcde"
+
+
+def test_multi_pod_oom_and_deadline() -> None:
+    oom = [ranked(0, "Failed", terminated(143)), ranked(1, "Failed", terminated(137, "OOMKilled"))]
+    oom[1]["status"]["containerStatuses"][1]["state"]["terminated"]["finishedAt"] = "2026-01-01T11:00:00Z"
+    seen = observe.observe(indexed_job(FAILED_INDEXES), oom, NOW, 60)
+    assert (seen.backend_reason, seen.rank) == (api.TrialReason.OOM_KILLED, 1)
+    seen = observe.observe(indexed_job(DEADLINE), [ranked(0, "Failed", terminated(143)), ranked(1)], NOW, 60)
+    assert (seen.backend_reason, seen.rank) == (api.TrialReason.DEADLINE_EXCEEDED, None)  # no rank to blame
+
+
+def test_an_unschedulable_rank_ends_the_trial() -> None:
+    cond = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "lastTransitionTime": (NOW - timedelta(seconds=90)).isoformat(),
+        "message": "Insufficient nvidia.com/gpu",
+    }
+    waiting = ranked(1, "Pending", conditions=[cond])
+    seen = observe.observe(indexed_job(active=2), [ranked(0), waiting], NOW, 60)
+    assert (seen.state, seen.backend_reason, seen.rank) == (observe.State.FINISHED, api.TrialReason.UNSCHEDULABLE, 1)
