@@ -55,6 +55,32 @@ def noisy_metrics(metrics: Mapping[str, float]) -> list[str]:
     return [name for flag, name in NOISY_FLAGS.items() if metrics.get(flag, 0.0) >= 0.5 and name in metrics]
 
 
+MEASURED_METRICS = ("latency_ms", "latency_ms_spread", "latency_remeasured", "latency_noisy", "latency_threads")
+"""What a latency measurement after the trial (``python -m kubenas_trial.measure``) reports and replaces."""
+TRIAL_LATENCY = "latency_ms_trial"
+"""Where the trial's own ``latency_ms`` is kept once a later measurement replaces it."""
+
+
+def with_measurement(status: api.TrialStatus, result_text: str | bytes | None) -> api.TrialStatus:
+    """``status`` after one more latency measurement whose result (termination message) is ``result_text``.
+
+    A result with ``latency_ms`` replaces the trial's latency metrics (the first time, the trial's
+    own value is kept as ``latency_ms_trial``) and its noisy flags; a missing or invalid one only
+    counts the attempt. Either way ``costMeasurements`` goes up by one.
+    """
+    attempts = (status.cost_measurements or 0) + 1
+    parsed = parse_termination_message(result_text)
+    if not parsed.ok or "latency_ms" not in parsed.metrics:
+        return status.model_copy(update={"cost_measurements": attempts})
+    metrics = dict(status.metrics)
+    if TRIAL_LATENCY not in metrics and "latency_ms" in metrics:
+        metrics[TRIAL_LATENCY] = metrics["latency_ms"]
+    metrics.update({name: parsed.metrics[name] for name in MEASURED_METRICS if name in parsed.metrics})
+    return status.model_copy(
+        update={"metrics": metrics, "noisy_metrics": noisy_metrics(metrics), "cost_measurements": attempts}
+    )
+
+
 class InvalidResultError(ValueError):
     """A termination message that is not a bounded JSON object of finite numbers."""
 

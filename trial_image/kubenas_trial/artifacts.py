@@ -62,18 +62,18 @@ def save(directory: Path, *, float_model: nn.Module, final_model: nn.Module, qua
     return written
 
 
-def _resolve(path: Path) -> Path:
+def _resolve(path: Path, field: str) -> Path:
     if path.is_dir():
         for name in ("model_float.pt", "model.pt"):
             if (path / name).exists():
                 return path / name
-        raise ConfigError(f"parameter 'teacher': no model.pt in {path}")
+        raise ConfigError(f"{field}: no model.pt in {path}")
     if not path.exists():
-        raise ConfigError(f"parameter 'teacher': checkpoint not found: {path}")
+        raise ConfigError(f"{field}: checkpoint not found: {path}")
     return path
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(path: str | Path, field: str = "parameter 'teacher'") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a float model from a checkpoint written by :func:`save` (a file, or the directory holding it).
 
     A quantized model.pt is skipped for its float twin ``model_float.pt``.
@@ -81,18 +81,18 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     Raises:
         ConfigError: the checkpoint is missing, quantized without a float twin, or not ours.
     """
-    file = _resolve(Path(path))
+    file = _resolve(Path(path), field)
     try:
         data = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise ConfigError(f"parameter 'teacher': cannot load {file}: {exc}") from exc
+        raise ConfigError(f"{field}: cannot load {file}: {exc}") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ConfigError(f"parameter 'teacher': {file} is not a kubenas trial checkpoint")
+        raise ConfigError(f"{field}: {file} is not a kubenas trial checkpoint")
     if data.get("quantization"):
         twin = file.with_name("model_float.pt")
         if twin == file or not twin.exists():
-            raise ConfigError(f"parameter 'teacher': {file} is quantized and has no model_float.pt beside it")
-        return load_model(twin)
+            raise ConfigError(f"{field}: {file} is quantized and has no model_float.pt beside it")
+        return load_model(twin, field)
     config = {key: spec.default for key, spec in SPECS.items()} | data["architecture"]
     model = build_model(config, tuple(data["input_shape"]), int(data["num_classes"]))
     resize_to(model, data["state_dict"])  # structurally pruned checkpoints have fewer channels

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from kubenas_trial import artifacts, compress, cost, data, models, runtime
+from kubenas_trial import artifacts, compress, cost, data, measure, models, runtime
 from kubenas_trial.config import ConfigError, parse
 from kubenas_trial.sdk import TrialReporter
 from kubenas_trial.train import Trainer, evaluate
@@ -132,12 +132,8 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
         latency_device = cpu  # int8 kernels run on the CPU
     else:
         test_loss, test_acc = trainer.evaluate("test", trainer.model)  # once, on the final model
-    latency_input = example.to(latency_device)
-    if trainer.channels_last and final_model is float_model:
-        latency_input = latency_input.contiguous(memory_format=torch.channels_last)
-    threads = runtime.latency_threads(config["latency_threads"], runtime.cpu_quota(), runtime.usable_cpus())
-    latency = cost.measure_latency(final_model, latency_input, threads, config["latency_repeats"],
-                                   config["latency_warmup"])
+    latency = measure.measure_in_fresh_process(float_model, final_model, qkind, config, dataset.input_shape,
+                                               dataset.num_classes)
 
     final: dict[str, Any] = {
         "accuracy": val_acc,
@@ -149,7 +145,7 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
         "log10_params": math.log10(max(nonzero, 1)),  # for weighted objectives: α·accuracy − β·log(size)
         "flops": flop_count,
         "sparse_flops": sparse_flops,
-        **latency.metrics(),
+        **latency,
         "model_size_bytes": cost.size_bytes(final_model),
         **extra,
         "epochs": last_step,

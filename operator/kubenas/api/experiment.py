@@ -31,6 +31,7 @@ from kubenas.api.base import (
 from kubenas.api.spec import (
     Algorithm,
     Budget,
+    CostMeasurement,
     EarlyStopping,
     Export,
     Metrics,
@@ -100,6 +101,11 @@ class ExperimentSpec(Model):
     trial_template: TrialTemplate = Field(description="How each trial runs.")
     metrics: Metrics = Field(default_factory=Metrics, description="Where intermediate metrics are read from.")
     export: Export = Field(default_factory=Export, description="Where the best result goes.")
+    cost_measurement: CostMeasurement = Field(
+        default_factory=CostMeasurement,
+        description="Measuring a trained trial's latency again, apart from its training: noisy values before they "
+        "may enter the front, or every value on a chosen node type.",
+    )
     suspend: bool = Field(default=False, description="No new trials while true; running ones finish.")
 
     @model_validator(mode="after")
@@ -300,6 +306,12 @@ class TrialStatus(Model):
         description="Final metrics the trial itself flagged as unreliable (latency_ms when its result has "
         "latency_noisy=1): such a trial is never the best, on the Pareto front or exported when one of them is an "
         "objective metric.",
+    )
+    cost_measurements: int | None = Field(
+        default=None,
+        ge=0,
+        description="Latency measurements made after the trial succeeded (spec.costMeasurement); metrics then hold "
+        "the last one, and latency_ms_trial the trial's own value.",
     )
     exit_code: int | None = Field(default=None, description="Exit code of the trial container.")
     start_time: datetime | None = Field(default=None, description="When the trial started running.")

@@ -7,6 +7,7 @@ CEL ``x-kubernetes-validations`` entry and the model's validator raises the same
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -557,4 +558,44 @@ class Export(Model):
     config_map: bool = Field(default=True, description="Write ConfigMap <experiment>-best.")
     artifact_volume: str | None = Field(
         default=None, max_length=MAX_NAME_LENGTH, description="Volume of the trial template holding artifacts."
+    )
+
+
+class Remeasure(StrEnum):
+    NEVER = "Never"
+    NOISY = "Noisy"
+    ALWAYS = "Always"
+
+
+MAX_COST_ATTEMPTS = 5
+MAX_NODE_SELECTOR = 64
+
+
+class CostMeasurement(Model):
+    """Measuring a trained trial's latency again, apart from its training (docs/trial.md#latency)."""
+
+    remeasure: Remeasure = Field(
+        default=Remeasure.NOISY,
+        description="Noisy: a succeeded trial whose latency_ms stayed noisy is measured again from its saved model, "
+        "one at a time once no trial of the experiment is running, before it may be the best, on the Pareto front "
+        "or exported. Always: every succeeded trial's latency comes from such a measurement (started as soon as "
+        "the trial succeeds), e.g. on the deployment target's node type. Never: a noisy trial stays out. Needs "
+        "the trial's model: locally always there; on a cluster, export.artifactVolume.",
+    )
+    attempts: int = Field(
+        default=3, ge=1, le=MAX_COST_ATTEMPTS, description="Measurements of one trial at most while it stays noisy."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=MAX_NODE_SELECTOR,
+        description="Cluster: nodeSelector of the measurement pod (the deployment target's node type), added to "
+        "the trial template's.",
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, max_length=MAX_NODE_SELECTOR, description="Cluster: tolerations of the measurement pod."
+    )
+    resources: dict[str, Any] | None = Field(
+        default=None,
+        description="Cluster: resources of the measurement container (default: the trial container's). Requests "
+        "equal to limits give the measurement its CPUs to itself.",
     )

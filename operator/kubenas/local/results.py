@@ -3,7 +3,8 @@
 ```
 experiment.yaml        the manifest as run
 run.json               the run's identity (uid) and the experiment status, rewritten as it changes
-trials/<name>/         trial.json (the Trial object), parameters.json, log.txt, termination-log, output/
+trials/<name>/         trial.json (the Trial object), parameters.json, log.txt, termination-log, output/,
+                       measurement-log (a later latency measurement's result)
 trials.jsonl           one line per finished trial, appended and fsync'd as it ends
 processes.json         pid, process group and start time of every live trial process
 best.json              the best trial (parameters, metrics, architecture); best/ holds its artifacts
@@ -150,6 +151,10 @@ class RunDirectory:
 
     def termination_log(self, name: str) -> Path:
         return self.trial_dir(name) / "termination-log"
+
+    def measurement_log(self, name: str) -> Path:
+        """The result of the latest latency measurement made after the trial (its termination log)."""
+        return self.trial_dir(name) / "measurement-log"
 
     def log_path(self, name: str) -> Path:
         return self.trial_dir(name) / "log.txt"

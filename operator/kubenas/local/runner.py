@@ -51,6 +51,8 @@ from kubenas.metrics import TrialValues
 
 TICK_SECONDS = 0.5
 STOP_GRACE_SECONDS = 5.0
+MEASURE_COMMAND = ("python", "-m", "kubenas_trial.measure")
+MEASURE_DEADLINE_SECONDS = 600.0
 LOG_TAIL_BYTES = 4096
 EXIT_INTERRUPTED = 130
 RUN_DIR_ENV = "KUBENAS_LOCAL_RUN"
@@ -78,6 +80,7 @@ class LocalRunner:
         self.stop_early = objective.stop_early_metrics(self.spec.objective)
         self.trials: dict[str, api.Trial] = {}
         self.processes: dict[str, TrialProcess] = {}
+        self.measuring: dict[str, TrialProcess] = {}  # latency measurements after the trial, by trial
         self.scrapers: dict[str, TrialScraper] = {}
         self.live: dict[str, RunningTrial] = {}
         self.ports = PortAllocator()
@@ -170,7 +173,7 @@ class LocalRunner:
         try:
             self._loop()
         finally:
-            if self.processes:
+            if self.processes or self.measuring:
                 self._interrupt_running()
             self.view.stop()
             _restore_interrupt_handler(previous)
@@ -187,7 +190,7 @@ class LocalRunner:
             self._plan_and_act()
             self._start_pending()
             self.view.update(self._snapshot())
-            if self.status.phase.is_finished and not self.processes:
+            if self.status.phase.is_finished and not self.processes and not self.measuring:
                 return
             if self.spec.suspend and not self.processes:
                 # On a cluster a suspended experiment waits for an edit; here nobody can edit it.
@@ -209,6 +212,13 @@ class LocalRunner:
                 self._finish(name, code, backend_reason=api.TrialReason.DEADLINE_EXCEEDED)
         for name, scraper in list(self.scrapers.items()):
             self._record_samples(name, scraper)
+        for name, proc in list(self.measuring.items()):
+            code = proc.poll()
+            if code is None and proc.elapsed > MEASURE_DEADLINE_SECONDS:
+                code = proc.end(STOP_GRACE_SECONDS)
+            if code is not None:
+                proc.reap_group()
+                self._measured(name)
 
     def _drain(self, name: str) -> None:
         """Stop scraping a trial that ended, keeping what was scraped until then."""
@@ -237,7 +247,7 @@ class LocalRunner:
     def _plan_and_act(self) -> None:
         trials = sorted(self.trials.values(), key=lambda t: t.spec.index)
         experiment = self.experiment.model_copy(update={"status": self.status})
-        result = plan.plan(experiment, trials, datetime.now(UTC), self.suggester)
+        result = plan.plan(experiment, trials, datetime.now(UTC), self.suggester, measure_cost=True)
         status = result.status
         for action in result.actions:
             if isinstance(action, plan.CreateTrial):
@@ -249,6 +259,8 @@ class LocalRunner:
                 self._save(trial.model_copy(update={"status": trial.status.model_copy(update={"rung": action.rung})}))
             elif isinstance(action, plan.CompleteExperiment):
                 self.view.message(f"experiment {action.phase}: {action.reason}: {action.message}")
+            elif isinstance(action, plan.MeasureCost):
+                self._measure(action)
             elif isinstance(action, plan.ExportBest):
                 status = status.model_copy(update={"export": self._export(action.trial)})
         if status != self.status:
@@ -327,6 +339,46 @@ class LocalRunner:
         self._save(trial.model_copy(update={"status": status}))
         self.view.trial_started(name, params)
 
+    def _measure(self, action: plan.MeasureCost) -> None:
+        """Start measuring a succeeded trial's latency again from its saved model (one at a time per trial)."""
+        if action.name in self.measuring:
+            return
+        result = self.run_dir.measurement_log(action.name)
+        result.unlink(missing_ok=True)
+        argv = local_argv(list(MEASURE_COMMAND), ["--model", str(self.run_dir.output_dir(action.name))])
+        env = {
+            **os.environ,
+            **thread_environment(1),
+            "PYTHONUNBUFFERED": "1",
+            "KUBENAS_TERMINATION_LOG": str(result),
+            RUN_DIR_ENV: str(self.run_dir.root.resolve()),
+        }
+        key = measurement_key(action.name)
+        try:
+            proc = TrialProcess.start(key, argv, env, Path.cwd(), self.run_dir.log_path(action.name), 0)
+        except (OSError, ValueError) as exc:
+            self.view.message(f"{action.name}: cannot measure latency again: {exc}")
+            self._measured(action.name)
+            return
+        self.run_dir.processes.add(proc.record)
+        self.measuring[action.name] = proc
+        self.view.message(f"{action.name}: measuring latency again (attempt {action.attempt})")
+
+    def _measured(self, name: str) -> None:
+        """Record a finished measurement (a failed one counts as an attempt) in the trial's status."""
+        self.measuring.pop(name, None)
+        self.run_dir.processes.remove(measurement_key(name))
+        trial = self.trials[name]
+        status = trial_results.with_measurement(trial.status, _read_result(self.run_dir.measurement_log(name)))
+        measured = trial.model_copy(update={"status": status})
+        self._save(measured)
+        self._best_cache = None
+        self.run_dir.append_finished(trial_record(measured, self._value(measured)))
+        latency = status.metrics.get("latency_ms")
+        noisy = " (still noisy)" if "latency_ms" in status.noisy_metrics else ""
+        self.view.message(f"{name}: latency_ms measured again: {latency:.4g} ms{noisy}" if latency is not None
+                          else f"{name}: the latency measurement gave no result (see its log.txt)")
+
     def _stop(self, action: plan.StopTrial) -> None:
         trial = self.trials.get(action.name)
         if trial is None or trial.phase.is_finished:
@@ -397,6 +449,10 @@ class LocalRunner:
 
     def _interrupt_running(self) -> None:
         """End every running trial; they run again on --resume (their results were not in yet)."""
+        for name, proc in list(self.measuring.items()):
+            proc.end(STOP_GRACE_SECONDS)  # not recorded: measured again on --resume
+            self.measuring.pop(name)
+            self.run_dir.processes.remove(measurement_key(name))
         for name, proc in list(self.processes.items()):
             proc.end(STOP_GRACE_SECONDS)
             scraper = self.scrapers.pop(name, None)
@@ -492,6 +548,11 @@ def trial_container(spec: api.ExperimentSpec) -> dict[str, Any]:
             "(an image's entrypoint has no local meaning)"
         )
     return container
+
+
+def measurement_key(trial: str) -> str:
+    """The process-registry name of a trial's latency measurement."""
+    return f"{trial}/measure"
 
 
 def _read_result(path: Path) -> bytes | None:

@@ -78,14 +78,27 @@ class ExportBest:
     trial: api.TrialSummary
 
 
-Action = CreateTrial | StopTrial | PromoteTrial | TellResult | CompleteExperiment | ExportBest
+@dataclass(frozen=True)
+class MeasureCost:
+    """Measure this succeeded trial's latency again from its saved model (``spec.costMeasurement``).
+
+    ``attempt`` is 1 + the measurements already recorded; a backend starts at most one
+    measurement per (trial, attempt) and records its result in the Trial's status.
+    """
+
+    name: str
+    attempt: int
+
+
+Action = CreateTrial | StopTrial | PromoteTrial | TellResult | CompleteExperiment | ExportBest | MeasureCost
 
 
 @dataclass(frozen=True)
 class Plan:
     """What to do now, and the whole Experiment status to write once it is done.
 
-    Actions come in the order to apply them: tells, stops, promotions, creates, completion, export.
+    Actions come in the order to apply them: tells, stops, promotions, creates, measurements,
+    completion, export.
     """
 
     actions: tuple[Action, ...]
@@ -113,3 +126,4 @@ class Decision:
     creates: tuple[CreateTrial, ...] = ()
     stops: tuple[StopTrial, ...] = ()
     promotions: tuple[PromoteTrial, ...] = ()
+    measurements: tuple[MeasureCost, ...] = ()

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kubenas import api, earlystop, objective
-from kubenas.plan import status
+from kubenas.plan import measurement, status
 from kubenas.plan.actions import (
     Action,
     CompleteExperiment,
@@ -44,7 +44,14 @@ def needs_suggester(experiment: api.Experiment) -> bool:
     return current is None or not current.phase.is_finished or _reevaluate(experiment)
 
 
-def plan(experiment: api.Experiment, trials: Sequence[api.Trial], now: datetime, suggester: Suggester | None) -> Plan:
+def plan(
+    experiment: api.Experiment,
+    trials: Sequence[api.Trial],
+    now: datetime,
+    suggester: Suggester | None,
+    *,
+    measure_cost: bool = False,
+) -> Plan:
     """Decide what to do for ``experiment`` given its observed ``trials`` at time ``now``.
 
     Args:
@@ -53,6 +60,8 @@ def plan(experiment: api.Experiment, trials: Sequence[api.Trial], now: datetime,
         now: the current time (timezone-aware); the planner never reads a clock.
         suggester: the experiment's Suggester; it is ``sync``ed with ``trials`` and asked
             for new configurations. May be None when ``needs_suggester`` is False.
+        measure_cost: the backend can measure a succeeded trial's latency again from its
+            saved model (``MeasureCost``); without that, ``spec.costMeasurement`` is not acted on.
 
     Returns:
         The actions to apply and the Experiment status to write after applying them.
@@ -74,7 +83,7 @@ def plan(experiment: api.Experiment, trials: Sequence[api.Trial], now: datetime,
     if not was_terminal or _reevaluate(experiment):
         if suggester is None:
             raise ValueError(f"experiment {experiment.metadata.name!r} needs a suggester to plan")
-        decision = _decide(experiment, trials, now, start, suggester)
+        decision = _decide(experiment, trials, now, start, suggester, measure_cost)
     if was_terminal and (decision is None or decision.outcome is not None):
         # Finished stays finished: keep the original outcome, only tidy up stray trials.
         kept = Outcome(prev.phase, prev.reason or "", prev.message or "")
@@ -89,7 +98,7 @@ def plan(experiment: api.Experiment, trials: Sequence[api.Trial], now: datetime,
         experiment, trials, decision, now, start, best, front, reopened=was_terminal and not outcome
     )
 
-    actions: list[Action] = [*tells, *decision.stops, *decision.promotions, *decision.creates]
+    actions: list[Action] = [*tells, *decision.stops, *decision.promotions, *decision.creates, *decision.measurements]
     if completed_now and outcome is not None:
         actions.append(CompleteExperiment(outcome.phase, api.CompletionReason(outcome.reason), outcome.message))
     if outcome is not None and exported is not None and (completed_now or status.export_stale(prev, exported)):
@@ -98,7 +107,12 @@ def plan(experiment: api.Experiment, trials: Sequence[api.Trial], now: datetime,
 
 
 def _decide(
-    experiment: api.Experiment, trials: Sequence[api.Trial], now: datetime, start: datetime, suggester: Suggester
+    experiment: api.Experiment,
+    trials: Sequence[api.Trial],
+    now: datetime,
+    start: datetime,
+    suggester: Suggester,
+    measure_cost: bool,
 ) -> Decision:
     spec = experiment.spec
     budget = spec.budget
@@ -138,7 +152,9 @@ def _decide(
     slots = 0 if spec.suspend else max(0, min(budget.parallel_trials - occupied, budget.max_trials - len(trials)))
     creates = _creates(experiment.metadata.name, trials, suggester.ask(slots) if slots else [])
 
-    if not active and not creates:
+    measurements = measurement.measurements_due(spec, trials) if measure_cost else ()
+    measuring = measure_cost and measurement.pending(spec, trials)
+    if not active and not creates and not measuring:
         if len(trials) >= budget.max_trials:
             outcome = _success(
                 api.CompletionReason.BUDGET_SPENT,
@@ -153,7 +169,9 @@ def _decide(
                 trials,
                 spec,
             )
-    return Decision(outcome, creates=creates, stops=tuple(stopping.values()), promotions=promotions)
+    return Decision(
+        outcome, creates=creates, stops=tuple(stopping.values()), promotions=promotions, measurements=measurements
+    )
 
 
 def _success(

@@ -2,7 +2,7 @@
 
     python stub_trial.py [--mode ok|crash|hang|no-objective|latency|garbage|hostile-output|surrogate-result]
                          [--epochs N] [--sleep S] [--x VALUE] [--announce-final-step] [--linger S]
-                         [--hold-dir DIR] [--ignore-sigterm]
+                         [--hold-dir DIR] [--ignore-sigterm] [--model-from DIR]
 
 Its accuracy is a smooth function of the parameters ``x`` (float) and ``layers`` (int),
 so a search has something to find; each epoch reports a fraction of it.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import time
@@ -52,6 +53,7 @@ def main() -> int:
     )
     parser.add_argument("--announce-final-step", action="store_true", help="kubenas_trial.final_step(epochs)")
     parser.add_argument("--linger", type=float, default=0.0, help="seconds between the last report and the result")
+    parser.add_argument("--model-from", default=None, help="copy this trained trial's artifacts to the output dir")
     args = parser.parse_args()
     if args.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -84,6 +86,8 @@ def main() -> int:
     output = os.environ.get("KUBENAS_OUTPUT_DIR")
     if output:
         Path(output, "architecture.json").write_text('{"stub": true}')
+    if output and args.model_from:
+        shutil.copytree(args.model_from, output, dirs_exist_ok=True)
     if output and mode == "hostile-output":
         leave_hostile_output(Path(output))
     if mode == "garbage":

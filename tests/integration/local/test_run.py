@@ -9,7 +9,9 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -261,21 +263,64 @@ def test_a_pareto_run_reports_its_front(tmp_path: Path, write_manifest) -> None:
     assert f"Pareto front ({len(front)} trials)" in result.stdout
 
 
-def test_a_noisy_latency_is_flagged_and_kept_off_the_front(tmp_path: Path, write_manifest) -> None:
-    args = ["--epochs", "1", "--sleep", "0", "--mode", "latency"]
-    document = stub_manifest("noisy", max_trials=6, parallel=2, args=args)
+def latest(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The last trials.jsonl line of each trial: a trial measured again after it finished appears again."""
+    return {r["name"]: r for r in lines}
+
+
+def noisy_latency_run(tmp_path: Path, write_manifest, name: str, extra: list[str]) -> Path:
+    args = ["--epochs", "1", "--sleep", "0", "--mode", "latency", *extra]
+    document = stub_manifest(name, max_trials=6, parallel=2, args=args)
     document["spec"]["objective"] = {
         "strategy": "pareto",
         "metrics": [{"name": "accuracy", "goal": "maximize"}, {"name": "latency_ms", "goal": "minimize"}],
     }
+    document["spec"]["costMeasurement"] = {"attempts": 2}
     result = run_kubenas("run", str(write_manifest(document)), "--output", "runs", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    run_dir = tmp_path / "runs" / "noisy"
-    done = [r for r in records(run_dir) if r["phase"] == "Succeeded"]
+    return tmp_path / "runs" / name
+
+
+def test_a_noisy_latency_without_a_model_to_measure_again_is_kept_off_the_front(tmp_path: Path, write_manifest) -> None:
+    run_dir = noisy_latency_run(tmp_path, write_manifest, "noisy", [])
+    done = [r for r in latest(records(run_dir)).values() if r["phase"] == "Succeeded"]
     noisy = {r["name"] for r in done if r["metrics"]["latency_noisy"] == 1}
     assert noisy and all(r.get("noisyMetrics") == (["latency_ms"] if r["name"] in noisy else []) for r in done)
+    for name in noisy:  # the stub saves no model: both attempts fail, the trial's own value stays
+        trial = json.loads((run_dir / "trials" / name / "trial.json").read_text())
+        assert trial["status"]["costMeasurements"] == 2 and "latency_ms_trial" not in trial["status"]["metrics"]
     front = {m["name"] for m in json.loads((run_dir / "best.json").read_text())["paretoFront"]}
     assert front and not front & noisy
+
+
+@pytest.mark.slow
+def test_a_noisy_latency_is_measured_again_from_the_saved_model(tmp_path: Path, write_manifest) -> None:
+    """The stub copies a real trained model and flags its own latency (= layers, in ms) noisy on odd layers."""
+    model = tmp_path / "model"
+    env = {**child_env(), "KUBENAS_OUTPUT_DIR": str(model), "KUBENAS_TERMINATION_LOG": str(tmp_path / "result")}
+    trained = subprocess.run([sys.executable, "-m", "kubenas_trial", "--param=dataset=digits", "--param=epochs=1",
+                              "--param=stages=1", "--param=width=8"], env=env, capture_output=True, text=True,
+                             timeout=300, check=False)
+    assert trained.returncode == 0, trained.stderr
+    run_dir = noisy_latency_run(tmp_path, write_manifest, "remeasured", ["--model-from", str(model)])
+    lines = records(run_dir)
+    done = [r for r in latest(lines).values() if r["phase"] == "Succeeded"]
+    measured = [r for r in done if "latency_ms_trial" in r["metrics"]]
+    assert measured and all(r["metrics"]["latency_noisy"] == 0 for r in done if r not in measured), done
+    for r in measured:
+        attempts = json.loads((run_dir / "trials" / r["name"] / "trial.json").read_text())["status"]["costMeasurements"]
+        assert r["metrics"]["latency_ms_trial"] == r["parameters"]["layers"]  # the stub's own, flagged value
+        assert r["metrics"]["latency_ms"] < 1.0  # the 8-wide CNN timed for real: far below the flagged 1 or 3 ms
+        assert len([line for line in lines if line["name"] == r["name"]]) == 1 + attempts
+    trusted = [r for r in done if not r["noisyMetrics"]]
+
+    def dominated(r: dict[str, Any]) -> bool:
+        a, lat = r["metrics"]["accuracy"], r["metrics"]["latency_ms"]
+        return any(o["metrics"]["accuracy"] >= a and o["metrics"]["latency_ms"] <= lat and o is not r and (
+            o["metrics"]["accuracy"], o["metrics"]["latency_ms"]) != (a, lat) for o in trusted)
+
+    front = {m["name"] for m in json.loads((run_dir / "best.json").read_text())["paretoFront"]}
+    assert front == {r["name"] for r in trusted if not dominated(r)}
 
 
 def test_a_stop_early_constraint_ends_an_infeasible_trial_before_it_trains(tmp_path: Path, write_manifest) -> None:

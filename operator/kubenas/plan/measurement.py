@@ -1,0 +1,51 @@
+"""Which succeeded trials to measure again, and when (``spec.costMeasurement``).
+
+A trial's latency measured beside other trials can stay disturbed (the trial flags it
+``noisyMetrics: [latency_ms]``). Such a value is told to the search as it is (interference
+only makes latency look worse), but it may not enter the best trial, the Pareto front or the
+export until a later measurement, from the trial's saved model, comes out quiet. Those
+re-measurements wait until no trial of the experiment is running and go one at a time, so
+they do not disturb each other or the training they would otherwise share the node with.
+With ``remeasure: Always`` every succeeded trial is measured once as soon as it succeeds
+(typically on another node type, the deployment target), then like the above while noisy.
+
+The experiment does not complete while a measurement is due: the front it ends with rests
+on measurements that were given their chance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kubenas import api, objective
+from kubenas.plan.actions import MeasureCost
+
+
+def _wanted(spec: api.ExperimentSpec, trial: api.Trial) -> MeasureCost | None:
+    """The measurement ``trial`` still needs, if any."""
+    policy = spec.cost_measurement
+    done = trial.status.cost_measurements or 0
+    if policy.remeasure == api.Remeasure.NEVER or trial.phase != api.TrialPhase.SUCCEEDED or done >= policy.attempts:
+        return None
+    first_of_always = done == 0 and policy.remeasure == api.Remeasure.ALWAYS
+    if first_of_always or not objective.is_trusted(spec.objective, trial):
+        return MeasureCost(trial.name, done + 1)
+    return None
+
+
+def measurements_due(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> tuple[MeasureCost, ...]:
+    """The measurements to start now, in trial order: every first one of ``Always``; the next noisy one when idle."""
+    always_first: list[MeasureCost] = []
+    noisy: list[MeasureCost] = []
+    for trial in sorted(trials, key=lambda t: (t.spec.index, t.name)):
+        wanted = _wanted(spec, trial)
+        if wanted is not None:
+            first = wanted.attempt == 1 and spec.cost_measurement.remeasure == api.Remeasure.ALWAYS
+            (always_first if first else noisy).append(wanted)
+    idle = all(t.phase.is_finished for t in trials)
+    return (*always_first, *noisy[:1]) if idle else tuple(always_first)
+
+
+def pending(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> bool:
+    """Whether a measurement is still to come, now or once the running trials end."""
+    return any(_wanted(spec, t) is not None for t in trials)

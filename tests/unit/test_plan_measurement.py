@@ -1,0 +1,124 @@
+"""Re-measuring latency after a trial (spec.costMeasurement): which trials, when, and the front it feeds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from kubenas import api, plan, results, search
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+P = api.TrialPhase
+PARETO = {
+    "strategy": "pareto",
+    "metrics": [{"name": "accuracy", "goal": "maximize"}, {"name": "latency_ms", "goal": "minimize"}],
+}
+
+
+def pareto_experiment(remeasure: str = "Noisy", attempts: int = 3) -> api.Experiment:
+    return api.Experiment.model_validate({
+        "metadata": {"name": "exp", "generation": 1},
+        "spec": {
+            "objective": PARETO,
+            "parameters": [{"name": "x", "type": "int", "min": 0, "max": 1000}],
+            "algorithm": {"name": "RandomSearch", "seed": 7},
+            "budget": {"maxTrials": 3, "parallelTrials": 3},
+            "trialTemplate": {"spec": {"containers": [{"name": "t", "image": "trial"}]}},
+            "costMeasurement": {"remeasure": remeasure, "attempts": attempts},
+        },
+    })
+
+
+def measured_trial(index: int, phase: api.TrialPhase = P.SUCCEEDED, *, accuracy: float = 0.9, latency: float = 1.0,
+                   noisy: bool = False, measurements: int | None = None) -> api.Trial:
+    metrics = {"accuracy": accuracy, "latency_ms": latency, "latency_noisy": float(noisy)}
+    status: dict[str, Any] = {"phase": phase, "cost_measurements": measurements}
+    if phase == P.SUCCEEDED:
+        status |= {"metrics": metrics, "noisy_metrics": results.noisy_metrics(metrics)}
+    return api.Trial(
+        metadata=api.ObjectMeta(name=api.trial_name("exp", index)),
+        spec=api.TrialSpec(experiment="exp", index=index, parameters={"x": index}),
+        status=api.TrialStatus(**status),
+    )
+
+
+def decide(exp: api.Experiment, trials: list[api.Trial], measure_cost: bool = True) -> plan.Plan:
+    return plan.plan(exp, trials, NOW, search.Suggester(exp.spec), measure_cost=measure_cost)
+
+
+def test_a_noisy_trial_waits_until_no_trial_runs_then_is_measured_one_at_a_time() -> None:
+    exp = pareto_experiment()
+    busy = [measured_trial(0, noisy=True), measured_trial(1, noisy=True), measured_trial(2, P.RUNNING)]
+    assert decide(exp, busy).of_type(plan.MeasureCost) == []
+
+    idle = [measured_trial(0, noisy=True), measured_trial(1, noisy=True), measured_trial(2)]
+    decided = decide(exp, idle)
+    assert decided.of_type(plan.MeasureCost) == [plan.MeasureCost("exp-0", 1)]
+    assert decided.of_type(plan.CompleteExperiment) == []  # the budget is spent, but a measurement is due
+    assert decided.status.phase == api.ExperimentPhase.RUNNING
+
+
+def test_a_trial_measured_quiet_joins_the_front_and_the_experiment_completes() -> None:
+    exp = pareto_experiment()
+    noisy = measured_trial(0, accuracy=0.95, latency=50.0, noisy=True)
+    others = [measured_trial(1, accuracy=0.9, latency=1.0), measured_trial(2, accuracy=0.8, latency=2.0)]
+    before = decide(exp, [noisy, *others])
+    assert [m.name for m in before.status.pareto_front or []] == ["exp-1"]
+
+    result = b'{"latency_ms": 1.2, "latency_ms_spread": 0.04, "latency_noisy": 0, "latency_remeasured": 0}'
+    quiet = noisy.model_copy(update={"status": results.with_measurement(noisy.status, result)})
+    after = decide(exp, [quiet, *others])
+    assert after.of_type(plan.MeasureCost) == []
+    assert {m.name for m in after.status.pareto_front or []} == {"exp-0", "exp-1"}
+    assert [c.reason for c in after.of_type(plan.CompleteExperiment)] == [api.CompletionReason.BUDGET_SPENT]
+
+
+def test_a_trial_still_noisy_after_every_attempt_stays_off_the_front() -> None:
+    exp = pareto_experiment(attempts=2)
+    trials = [measured_trial(0, accuracy=0.95, noisy=True, measurements=2), measured_trial(1), measured_trial(2)]
+    decided = decide(exp, trials)
+    assert decided.of_type(plan.MeasureCost) == []
+    assert "exp-0" not in {m.name for m in decided.status.pareto_front or []}
+    assert decided.of_type(plan.CompleteExperiment)
+
+
+def test_the_next_attempt_follows_a_noisy_measurement() -> None:
+    exp = pareto_experiment()
+    trials = [measured_trial(0), measured_trial(1, noisy=True, measurements=1), measured_trial(2)]
+    assert decide(exp, trials).of_type(plan.MeasureCost) == [plan.MeasureCost("exp-1", 2)]
+
+
+def test_always_measures_each_trial_once_as_soon_as_it_succeeds() -> None:
+    exp = pareto_experiment(remeasure="Always")
+    trials = [measured_trial(0), measured_trial(1, measurements=1), measured_trial(2, P.RUNNING)]
+    assert decide(exp, trials).of_type(plan.MeasureCost) == [plan.MeasureCost("exp-0", 1)]
+
+
+def test_never_and_a_backend_without_the_model_leave_noisy_trials_out() -> None:
+    trials = [measured_trial(0, noisy=True), measured_trial(1), measured_trial(2)]
+    for decided in (decide(pareto_experiment(remeasure="Never"), trials),
+                    decide(pareto_experiment(), trials, measure_cost=False)):
+        assert decided.of_type(plan.MeasureCost) == []
+        assert decided.of_type(plan.CompleteExperiment)
+        assert "exp-0" not in {m.name for m in decided.status.pareto_front or []}
+
+
+def test_a_measurement_replaces_the_latency_and_keeps_the_trials_own_value() -> None:
+    status = measured_trial(0, latency=176.0, noisy=True).status
+    result = b'{"latency_ms": 1.0, "latency_ms_spread": 0.05, "latency_noisy": 0, "accuracy": 0.1}'
+    measured = results.with_measurement(status, result)
+    assert measured.metrics["latency_ms"] == 1.0 and measured.metrics["latency_ms_trial"] == 176.0
+    assert measured.metrics["accuracy"] == 0.9  # only latency metrics are taken from a measurement
+    assert measured.noisy_metrics == [] and measured.cost_measurements == 1
+
+    again = results.with_measurement(measured, b'{"latency_ms": 3.0, "latency_noisy": 1}')
+    assert again.metrics["latency_ms_trial"] == 176.0 and again.noisy_metrics == ["latency_ms"]
+    assert again.cost_measurements == 2
+
+
+def test_a_failed_measurement_only_counts_the_attempt() -> None:
+    status = measured_trial(0, latency=9.0, noisy=True).status
+    for text in (None, b"", b"not json", b'{"accuracy": 1}'):
+        measured = results.with_measurement(status, text)
+        assert measured.metrics == status.metrics and measured.noisy_metrics == ["latency_ms"]
+        assert measured.cost_measurements == 1
