@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -313,6 +314,67 @@ class TrialProcess:
     def reap_group(self) -> None:
         """Kill what the trial left running in its group after it exited (e.g. data-loader workers)."""
         _signal_group(self.record.pgid, signal.SIGKILL)
+
+
+class RankedTrial:
+    """The processes of a multi-process trial (``trialTemplate.replicas``), one per rank, rank 0 first.
+
+    It ends as an Indexed Job with ``maxFailedIndexes: 0`` does: when every rank exited 0, or as
+    soon as one failed (the others are then killed). The failing rank is the first to exit
+    non-zero: each rank's exit time is taken by a thread waiting for it, since its peers usually
+    fail a few milliseconds later (their collective calls lose it).
+
+    Args:
+        ranks: the started processes; rank 0's port and record stand for the trial.
+    """
+
+    def __init__(self, ranks: Sequence[TrialProcess]) -> None:
+        self.ranks = list(ranks)
+        self.trial = self.ranks[0].trial
+        self.port = self.ranks[0].port
+        self.record = self.ranks[0].record
+        self.started = self.ranks[0].started
+        self.failed_rank: int | None = None
+        self._exited: dict[int, float] = {}
+        for rank, proc in enumerate(self.ranks):
+            threading.Thread(target=self._wait, args=(rank, proc), name=f"wait-{proc.trial}", daemon=True).start()
+
+    def _wait(self, rank: int, proc: TrialProcess) -> None:
+        proc.popen.wait()
+        self._exited.setdefault(rank, time.monotonic())
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def poll(self) -> int | None:
+        """0 once every rank exited 0; the failing rank's exit code once one failed (``failed_rank``); else None."""
+        codes = [proc.poll() for proc in self.ranks]
+        failed = [rank for rank, code in enumerate(codes) if code not in (None, 0)]
+        if failed:
+            self.failed_rank = min(failed, key=lambda rank: (self._exited.get(rank, float("inf")), rank))
+            return codes[self.failed_rank]
+        return 0 if all(code == 0 for code in codes) else None
+
+    def end(self, grace: float = 5.0) -> int:
+        """End every rank (SIGTERM, then SIGKILL after ``grace`` seconds); returns rank 0's exit code."""
+        for proc in self.ranks:
+            _signal_group(proc.record.pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        codes = [proc.end(max(0.0, deadline - time.monotonic())) for proc in self.ranks]
+        return codes[0]
+
+    def reap_group(self) -> None:
+        """Kill whatever is left of every rank: after one failed, its peers are not waited for."""
+        for proc in self.ranks:
+            proc.reap_group()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=5)
+
+
+def rank_key(trial: str, rank: int) -> str:
+    """The process-registry name of a trial's rank (rank 0 is the trial's own name)."""
+    return trial if rank == 0 else f"{trial}/rank-{rank}"
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

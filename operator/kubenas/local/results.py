@@ -5,6 +5,7 @@ experiment.yaml        the manifest as run
 run.json               the run's identity (uid) and the experiment status, rewritten as it changes
 trials/<name>/         trial.json (the Trial object), parameters.json, log.txt, termination-log, output/,
                        measurement-log (a later latency measurement's result)
+trials/<name>/rank-<i>/  log.txt and termination-log of rank i > 0 of a multi-process trial (replicas)
 trials.jsonl           one line per finished trial, appended and fsync'd as it ends
 processes.json         pid, process group and start time of every live trial process
 best.json              the best trial (parameters, metrics, architecture); best/ holds its artifacts
@@ -149,15 +150,19 @@ class RunDirectory:
     def trial_dir(self, name: str) -> Path:
         return self.trials_dir / name
 
-    def termination_log(self, name: str) -> Path:
-        return self.trial_dir(name) / "termination-log"
+    def rank_dir(self, name: str, rank: int) -> Path:
+        """Where rank ``rank`` of a multi-process trial keeps its log and result: rank 0 in the trial's directory."""
+        return self.trial_dir(name) if rank == 0 else self.trial_dir(name) / f"rank-{rank}"
+
+    def termination_log(self, name: str, rank: int = 0) -> Path:
+        return self.rank_dir(name, rank) / "termination-log"
 
     def measurement_log(self, name: str) -> Path:
         """The result of the latest latency measurement made after the trial (its termination log)."""
         return self.trial_dir(name) / "measurement-log"
 
-    def log_path(self, name: str) -> Path:
-        return self.trial_dir(name) / "log.txt"
+    def log_path(self, name: str, rank: int = 0) -> Path:
+        return self.rank_dir(name, rank) / "log.txt"
 
     def output_dir(self, name: str) -> Path:
         return self.trial_dir(name) / "output"
@@ -186,6 +191,8 @@ class RunDirectory:
         """Forget a previous attempt's result and log, so a rerun is judged on its own output."""
         self.termination_log(name).unlink(missing_ok=True)
         remove_tree(self.output_dir(name))
+        for rank_dir in self.trial_dir(name).glob("rank-*"):
+            remove_tree(rank_dir)
         log = self.log_path(name)
         if log.exists():
             os.replace(log, log.with_suffix(".previous.txt"))

@@ -30,10 +30,12 @@ from kubenas.local.processes import (
     GPU_VARIABLE,
     GpuAllocator,
     PortAllocator,
+    RankedTrial,
     TrialProcess,
     end_orphans,
     find_run_processes,
     local_argv,
+    rank_key,
     thread_environment,
     threads_per_trial,
     visible_gpus,
@@ -79,7 +81,8 @@ class LocalRunner:
         self.metric = objective.curve_metric(self.spec) or "objective"
         self.stop_early = objective.stop_early_metrics(self.spec.objective)
         self.trials: dict[str, api.Trial] = {}
-        self.processes: dict[str, TrialProcess] = {}
+        self.processes: dict[str, TrialProcess | RankedTrial] = {}
+        self.rank_ports: dict[str, list[int]] = {}  # a multi-process trial's ports besides rank 0's metrics port
         self.measuring: dict[str, TrialProcess] = {}  # latency measurements after the trial, by trial
         self.scrapers: dict[str, TrialScraper] = {}
         self.live: dict[str, RunningTrial] = {}
@@ -315,7 +318,7 @@ class LocalRunner:
         }
         now = datetime.now(UTC)
         try:
-            proc = TrialProcess.start(name, argv, env, Path.cwd(), self.run_dir.log_path(name), port)
+            proc = self._start(name, argv, env, port)
         except (OSError, ValueError) as exc:
             self.ports.release(port)
             self.gpus.release(gpu)
@@ -331,13 +334,49 @@ class LocalRunner:
             return
         if gpu is not None:
             self.gpu_of[name] = gpu
-        self.run_dir.processes.add(proc.record)
         self.processes[name] = proc
         self.scrapers[name] = TrialScraper(port, self.spec.metrics.path)
         self.live[name] = RunningTrial(name=name, parameters=params, started=time.monotonic())
         status = api.TrialStatus(phase=api.TrialPhase.RUNNING, start_time=now)
         self._save(trial.model_copy(update={"status": status}))
         self.view.trial_started(name, params)
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str], port: int) -> TrialProcess | RankedTrial:
+        """Start the trial: one process, or with ``replicas`` N, N processes with the environment each pod
+        of an Indexed Job gets (MASTER_ADDR 127.0.0.1, a free MASTER_PORT); each is registered as it starts.
+
+        Raises:
+            OSError, ValueError: a process could not start (those already started are ended).
+        """
+        replicas = self.spec.trial_template.replicas
+        if replicas == 1:
+            proc = TrialProcess.start(name, argv, env, Path.cwd(), self.run_dir.log_path(name), port)
+            self.run_dir.processes.add(proc.record)
+            return proc
+        nproc = workload.processes_per_pod(self._container())
+        extra = self.rank_ports[name] = [self.ports.acquire() for _ in range(replicas)]
+        master_port, ports = extra[0], [port, *extra[1:]]  # each rank's own metrics port: only rank 0 serves
+        ranks: list[TrialProcess] = []
+        try:
+            for rank in range(replicas):
+                rank_env = {
+                    **env,
+                    **thread_environment(max(1, self.threads // replicas)),
+                    **workload.distributed_environment(replicas, nproc, "127.0.0.1", master_port, rank),
+                    "KUBENAS_METRICS_PORT": str(ports[rank]),
+                    "KUBENAS_TERMINATION_LOG": str(self.run_dir.termination_log(name, rank)),
+                }
+                log = self.run_dir.log_path(name, rank)
+                ranks.append(TrialProcess.start(rank_key(name, rank), argv, rank_env, Path.cwd(), log, ports[rank]))
+                self.run_dir.processes.add(ranks[-1].record)
+        except (OSError, ValueError):
+            for started in ranks:
+                started.end(0)
+                self.run_dir.processes.remove(started.record.trial)
+            for extra_port in self.rank_ports.pop(name):
+                self.ports.release(extra_port)
+            raise
+        return RankedTrial(ranks)
 
     def _measure(self, action: plan.MeasureCost) -> None:
         """Start measuring a succeeded trial's latency again from its saved model (one at a time per trial)."""
@@ -405,12 +444,16 @@ class LocalRunner:
 
     def _finish(self, name: str, exit_code: int, backend_reason: api.TrialReason | None = None) -> None:
         trial = self.trials[name]
+        proc = self.processes.get(name)
+        # A multi-process trial that a rank failed: that rank's result file and log say why.
+        rank = proc.failed_rank if isinstance(proc, RankedTrial) and backend_reason is None else None
         outcome = trial_results.classify_finished_trial(
             self.spec.objective,
             exit_code=exit_code,
-            result_text=_read_result(self.run_dir.termination_log(name)),
+            result_text=_read_result(self.run_dir.termination_log(name, rank or 0)),
             backend_reason=backend_reason,
-            log_tail=_log_tail(self.run_dir.log_path(name)) if exit_code != 0 else None,
+            log_tail=_log_tail(self.run_dir.log_path(name, rank or 0)) if exit_code != 0 else None,
+            rank=rank,
         )
         status = trial.status.model_copy(
             update={
@@ -467,7 +510,10 @@ class LocalRunner:
         if proc is not None:
             self.ports.release(proc.port)
             self.gpus.release(self.gpu_of.pop(name, None))
-            self.run_dir.processes.remove(name)
+            for rank_proc in proc.ranks if isinstance(proc, RankedTrial) else [proc]:
+                self.run_dir.processes.remove(rank_proc.record.trial)
+            for port in self.rank_ports.pop(name, []):
+                self.ports.release(port)
         self.live.pop(name, None)
 
     # ------------------------------------------------------------------ outputs

@@ -17,6 +17,7 @@ from kubenas.local.processes import (
     PortAllocator,
     ProcessRecord,
     ProcessRegistry,
+    RankedTrial,
     TrialProcess,
     end_orphans,
     find_run_processes,
@@ -269,3 +270,30 @@ def test_a_slow_loris_trial_holds_the_local_scrape_no_longer_than_its_deadline(p
     finally:
         drip.close()
     assert time.monotonic() - started < 5
+
+
+def start_rank(tmp_path: Path, rank: int, code: str) -> TrialProcess:
+    argv = [sys.executable, "-c", code]
+    return TrialProcess.start(f"t-0/rank-{rank}", argv, dict(os.environ), tmp_path, tmp_path / f"log-{rank}.txt", 0)
+
+
+def test_ranked_trial_blames_the_first_rank_to_fail_and_ends_the_rest(tmp_path: Path) -> None:
+    waiting = "import sys, time; time.sleep(1.0); sys.exit(1)"  # a peer that fails after the culprit
+    survivor = "import time; time.sleep(600)"
+    ranks = [start_rank(tmp_path, 0, waiting), start_rank(tmp_path, 1, "raise SystemExit(3)")]
+    trial = RankedTrial([*ranks, start_rank(tmp_path, 2, survivor)])
+    deadline = time.monotonic() + 30
+    while trial.ranks[0].poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (trial.poll(), trial.failed_rank) == (3, 1)  # not rank 0, though it failed too, and first in order
+    trial.reap_group()
+    assert trial.ranks[2].poll() is not None and not group_members(trial.ranks[2].record.pgid, settle=5)
+
+
+def test_ranked_trial_succeeds_once_every_rank_did(tmp_path: Path) -> None:
+    trial = RankedTrial([start_rank(tmp_path, 0, "pass"), start_rank(tmp_path, 1, "import time; time.sleep(0.5)")])
+    deadline = time.monotonic() + 30
+    while (code := trial.poll()) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert code == 0 and trial.failed_rank is None
+    assert trial.ranks[1].poll() == 0  # the trial waited for rank 1, not only for rank 0
