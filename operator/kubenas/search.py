@@ -4,7 +4,9 @@ Trials are the record. ``sync(trials)`` tells every finished trial exactly once 
 trial name) and notes which configurations are in flight; ``ask(n)`` proposes configurations
 never run, running or already proposed. After a restart, ``Suggester(spec)`` plus ``sync(all
 trials)`` rebuilds it: results the optimizer did not ask for are told as
-``parametrization.spawn_child(new_value=...)`` candidates.
+``parametrization.spawn_child(new_value=...)`` candidates. Every told candidate carries its
+trial's index (``algorithms.attach_trial_index``): a replay tells the best results first, and
+optimizers whose state depends on order (ages, learning steps) put them back in trial order.
 
 What each trial is told (losses are minimised):
 
@@ -447,6 +449,7 @@ class Suggester:
         loss: float | np.ndarray = result.loss[0] if len(result.loss) == 1 else np.asarray(result.loss)
         if result.constrained is not None:
             algorithms.attach_constrained(candidate, result.constrained)
+        algorithms.attach_trial_index(candidate, result.index)
         try:
             self.optimizer.tell(candidate, loss)
         except ng_errors.TellNotAskedNotSupportedError:

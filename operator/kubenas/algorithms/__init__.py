@@ -18,12 +18,18 @@ import nevergrad as ng
 from nevergrad.optimization import base
 
 from kubenas.algorithms.attachments import ConstrainedResult, attach_constrained, attach_trial_index
+from kubenas.algorithms.evolution import EvolutionSettings, RegularizedEvolution
+from kubenas.algorithms.policy import PolicyGradient, PolicySettings
 from kubenas.algorithms.surrogate import Settings, SurrogateLocalSearch
 
 __all__ = [
     "DEFAULT",
     "OWN",
     "ConstrainedResult",
+    "EvolutionSettings",
+    "PolicyGradient",
+    "PolicySettings",
+    "RegularizedEvolution",
     "Settings",
     "SurrogateLocalSearch",
     "attach_constrained",
@@ -36,6 +42,8 @@ DEFAULT = "SurrogateLocalSearch"
 
 OWN: dict[str, Callable[..., base.Optimizer]] = {
     "SurrogateLocalSearch": SurrogateLocalSearch(),
+    "RegularizedEvolution": RegularizedEvolution(),
+    "PolicyGradient": PolicyGradient(),
 }
 
 
