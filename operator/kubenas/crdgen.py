@@ -125,6 +125,7 @@ def experiment_crd() -> Schema:
     columns = [
         printer_column("Phase", ".status.phase", "string", "Pending, Running, Succeeded, Failed or Stopped."),
         printer_column("Trials", ".status.progress", "string", "Finished trials / maxTrials."),
+        printer_column("Queued", ".status.trials.queued", "integer", "Trials waiting for their queue to admit them."),
         printer_column("Best", ".status.bestValue", "number", "Objective value of the best trial so far."),
         printer_column("Age", ".metadata.creationTimestamp", "date", "Time since creation."),
         printer_column("Reason", ".status.reason", "string", "Why the phase is what it is.", priority=1),
@@ -136,8 +137,12 @@ def trial_crd() -> Schema:
     """The Trial CustomResourceDefinition."""
     columns = [
         printer_column("Experiment", ".spec.experiment", "string", "The Experiment this trial belongs to."),
-        printer_column("Phase", ".status.phase", "string", "Pending, Running, Succeeded, Failed, ..."),
+        printer_column("Phase", ".status.phase", "string", "Pending, Queued, Running, Succeeded, Failed, ..."),
         printer_column("Reason", ".status.reason", "string", "Why the trial ended this way."),
+        printer_column(
+            "Disruptions", ".status.disruptions", "integer", "Pods replaced after a disruption.", priority=1
+        ),
+        printer_column("Requeues", ".status.requeues", "integer", "Times Kueue suspended it again.", priority=1),
         printer_column("Age", ".metadata.creationTimestamp", "date", "Time since creation."),
     ]
     return _crd("Trial", "trials", "nastrial", resource_schema(api.Trial), columns)

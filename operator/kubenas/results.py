@@ -272,9 +272,11 @@ def with_sample(
     learning curve when the step is new (bounded: past ``api.MAX_CURVE_POINTS`` the older half
     is thinned, which keeps "the value at or before a step" sound for the early-stopping rules);
     and the latest values of the ``watched`` metrics (those under a ``stopEarly`` constraint).
+    Steps only move forward: a trial whose pod was replaced continues one curve (a resumed
+    trainer reports the steps after its checkpoint; steps it reports again are not new).
     """
     update: dict[str, Any] = {}
-    if step != status.step:
+    if status.step is None or step > status.step:
         update["step"] = step
     if final_step is not None and final_step != status.final_step:
         update["final_step"] = final_step

@@ -29,6 +29,13 @@ PARAMETERS_DIR = "/etc/kubenas"
 PARAMETERS_FILE = "parameters.json"
 TERMINATION_LOG = "/dev/termination-log"
 METRICS_PORT_NAME = "metrics"
+# Where a trial saves what it needs to resume after its pod is replaced (docs/trial.md).
+CHECKPOINT_DIR_ENV = "KUBENAS_CHECKPOINT_DIR"
+CHECKPOINTS = "checkpoints"  # <artifact volume>/<experiment>/checkpoints/<trial>
+# A pod that ends because of a disruption (eviction, preemption, node shutdown, taint manager) is
+# replaced without counting against the Job's backoff limit: the trial resumes from its checkpoint.
+DISRUPTION_TARGET = "DisruptionTarget"
+IGNORE_DISRUPTIONS = {"action": "Ignore", "onPodConditions": [{"type": DISRUPTION_TARGET, "status": "True"}]}
 
 # Multi-pod trials (trialTemplate.replicas > 1): what torch.distributed / torchrun read.
 MASTER_PORT = 29500
@@ -234,9 +241,10 @@ def build_job(experiment: api.Experiment, trial: api.Trial) -> dict[str, Any]:
     if not containers:
         raise ValueError("trialTemplate.spec.containers is empty: the first container is the trial")
     env = trial_environment(exp_name, trial.name, params, port)
-    output_dir = _output_dir(containers[0], experiment, trial.name)
-    if output_dir is not None:
-        env["KUBENAS_OUTPUT_DIR"] = output_dir
+    experiment_dir = _experiment_dir(containers[0], experiment)
+    if experiment_dir is not None:
+        env["KUBENAS_OUTPUT_DIR"] = f"{experiment_dir}/{trial.name}"
+        env[CHECKPOINT_DIR_ENV] = checkpoint_dir(experiment_dir, trial.name)
     replicas = template.replicas
     from_index: dict[str, str] = {}
     if replicas > 1:
@@ -262,13 +270,21 @@ def build_job(experiment: api.Experiment, trial: api.Trial) -> dict[str, Any]:
         job_spec.update(indexed, backoffLimitPerIndex=0, maxFailedIndexes=0)
     if template.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = template.active_deadline_seconds
+    # First: a disrupted pod must not reach a rule that fails the Job on its exit code.
+    policy = job_spec.setdefault("podFailurePolicy", {"rules": []})
+    policy["rules"] = [IGNORE_DISRUPTIONS, *policy["rules"]]
+    job_labels = dict(labels)
+    queue = spec.queue
+    if queue is not None:  # Kueue admits the Job by unsuspending it; the operator never does
+        job_labels[api.QUEUE_LABEL] = queue
+        job_spec["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": trial.name,
             "namespace": experiment.metadata.namespace,
-            "labels": labels,
+            "labels": job_labels,
             "ownerReferences": [owner_reference(trial_raw)],
         },
         "spec": job_spec,
@@ -310,12 +326,18 @@ def artifact_location(experiment: api.Experiment, trial_name: str) -> str | None
     return None if volume is None else f"{volume}:{experiment.metadata.name}/{trial_name}"
 
 
-def _output_dir(container: dict[str, Any], experiment: api.Experiment, trial_name: str) -> str | None:
+def checkpoint_dir(experiment_dir: str, trial_name: str) -> str:
+    """A trial's checkpoint directory inside its experiment's directory on the artifact volume."""
+    return f"{experiment_dir}/{CHECKPOINTS}/{trial_name}"
+
+
+def _experiment_dir(container: dict[str, Any], experiment: api.Experiment) -> str | None:
+    """The experiment's directory on the artifact volume, as the trial container mounts it."""
     volume = experiment.spec.export.artifact_volume
     mount = next((m for m in container.get("volumeMounts") or [] if m.get("name") == volume), None)
     if volume is None or mount is None:
         return None
-    return f"{mount['mountPath'].rstrip('/')}/{experiment.metadata.name}/{trial_name}"
+    return f"{mount['mountPath'].rstrip('/')}/{experiment.metadata.name}"
 
 
 def _parameters_volume() -> dict[str, Any]:

@@ -25,8 +25,11 @@ Pod status is patched as a kubelet does: Running (podIP, startTime, Ready condit
 containerStatuses running), then on exit terminated with the exit code and the termination
 file's content (≤ 4 KiB; with ``FallbackToLogsOnError``, the log tail when the file is empty
 and the process failed) and phase Succeeded or Failed. A pod deleted while it runs gets its
-process killed (SIGTERM, then SIGKILL after its grace period, at most 10 s), status Failed,
-then the final delete with grace period 0. The Node's Ready condition and its Lease stay fresh.
+process killed (SIGTERM, then SIGKILL after its grace period, at most 10 s), phase Failed
+whatever its exit code (a real kubelet's terminal phase for a deleted pod), then the final
+delete with grace period 0. Conditions the kubelet does not own (``DisruptionTarget``, which
+the API server adds to an evicted pod) are kept in the status it writes. The Node's Ready
+condition and its Lease stay fresh.
 
 Run alone: ``python tests/e2e/kubelet.py [--kubeconfig FILE] [--node NAME]`` (Ctrl-C stops it
 and deletes the Node).
@@ -67,6 +70,8 @@ DEFAULT_COMMAND = ["python", "-m", "kubenas_trial"]  # the trial image's ENTRYPO
 CAPACITY = {"cpu": "32", "memory": "128Gi", "pods": "110", "nvidia.com/gpu": "8", "ephemeral-storage": "100Gi"}
 LEASE_SECONDS = 40
 NOT_READY_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+# Pod conditions a kubelet writes; others (DisruptionTarget) belong to whoever added them.
+OWN_CONDITIONS = frozenset({"PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"})
 _VAR_REF = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 
 
@@ -406,6 +411,8 @@ class TestKubelet:
         phase = (pod.get("status") or {}).get("phase")
         with self.runs_lock:
             run = self.runs.get(uid)
+        if run is not None:
+            run.pod = pod  # conditions others add (DisruptionTarget) are kept in the status we write
         if meta.get("deletionTimestamp"):
             if run is None:
                 if uid not in self.final_deletes:
@@ -777,6 +784,7 @@ class TestKubelet:
         trial = pod["spec"]["containers"][0]
         if message is None:
             message = self._message(run, trial, code)
+        others = [c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") not in OWN_CONDITIONS]
         finished = now_iso()
         started = run.started_at or finished
         statuses = []
@@ -793,13 +801,13 @@ class TestKubelet:
                 terminated["message"] = message
             statuses.append(self._container_status(container, {"terminated": terminated}, False))
         status: dict[str, Any] = {
-            "phase": "Succeeded" if code == 0 else "Failed",
+            "phase": "Succeeded" if code == 0 and not run.deleting else "Failed",
             "hostIP": "127.0.0.1",
             "hostIPs": [{"ip": "127.0.0.1"}],
             "podIP": "127.0.0.1",
             "podIPs": [{"ip": "127.0.0.1"}],
             "startTime": started,
-            "conditions": self._conditions(pod, ready=False, reason="PodCompleted"),
+            "conditions": self._conditions(pod, ready=False, reason="PodCompleted") + others,
             "containerStatuses": statuses,
         }
         if pod["spec"].get("initContainers"):

@@ -44,10 +44,10 @@ def test_crds_apply_explain_and_printer_columns(
     manifest = shrink(load(EXAMPLES / "iris-hpo.yaml"))
     kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(manifest))
     table = kubectl("get", "nasexp", "-n", namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "PHASE", "TRIALS", "BEST", "AGE"], table
+    assert table[0].split() == ["NAME", "PHASE", "TRIALS", "QUEUED", "BEST", "AGE"], table
     assert table[1].split()[0] == "iris-hpo"
     wide = kubectl("get", "nasexp", "-n", namespace, "-o", "wide").stdout.splitlines()
-    assert wide[0].split() == ["NAME", "PHASE", "TRIALS", "BEST", "AGE", "REASON"], wide
+    assert wide[0].split() == ["NAME", "PHASE", "TRIALS", "QUEUED", "BEST", "AGE", "REASON"], wide
     trials = kubectl("get", "nastrial", "-n", namespace)
     assert "No resources found" in trials.stderr + trials.stdout
 

@@ -374,7 +374,15 @@ CASES = [
     Case("name-not-dns-label", {"metadata.name": "Digits_CNN"}, "metadata.name", ("DNS-1123",)),
     Case("unknown-spec-field", {"spec.budjet": {"maxTrials": 5}}, "spec.budjet", ("unknown field",)),
     Case("unknown-parameter-field", {f"{PARAMS}[0].step": 0.1}, f"{PARAMS}[0].step", ("unknown field",)),
+    Case("queue-name-not-a-name", {"spec.queueName": "GPU_Queue"}, "spec.queueName", ("should match",)),
     # --- only the operator can check these
+    Case(
+        "queue-name-disagrees-with-template-label",
+        {"spec.queueName": "gpu", "spec.trialTemplate.metadata": {"labels": {"kueue.x-k8s.io/queue-name": "cpu"}}},
+        "spec.queueName",
+        ("name different queues",),
+        apiserver=False,
+    ),
     Case(
         "unknown-algorithm",
         {"spec.algorithm.name": "NGOptt"},

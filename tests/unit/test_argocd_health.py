@@ -147,3 +147,8 @@ def test_the_argocd_cm_snippet_in_the_docs_is_the_script() -> None:
     assert match, "no argocd-cm snippet in docs/gitops.md"
     embedded = "\n".join(line[4:] for line in match.group(1).splitlines()).strip()
     assert embedded == SCRIPT.read_text().strip()
+
+
+def test_trials_waiting_for_their_queue_are_shown() -> None:
+    obj = planned(experiment(queueName="gpus"), [trial(0, P.SUCCEEDED, 0.5), trial(1, P.QUEUED), trial(2, P.QUEUED)])
+    assert health(obj) == ("Progressing", "Running: 1/4 trials finished, 2 queued, best 0.5 (exp-0)")

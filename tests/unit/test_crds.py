@@ -91,6 +91,7 @@ def test_experiment_resource_names_columns_and_status() -> None:
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert columns["Phase"] == ".status.phase" and columns["Trials"] == ".status.progress"
     assert columns["Best"] == ".status.bestValue" and columns["Age"] == ".metadata.creationTimestamp"
+    assert columns["Queued"] == ".status.trials.queued"
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     for column in ("phase", "progress", "bestValue"):
         assert column in status

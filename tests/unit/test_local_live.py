@@ -52,3 +52,20 @@ def test_status_table_marks_a_noisy_objective_value() -> None:
 def test_finished_line_names_the_noisy_metric() -> None:
     assert live._outcome(_trial(1, True), 0.5) == "value=0.5 (noisy: latency_ms)"
     assert live._outcome(_trial(0, False), 0.5) == "value=0.5"
+
+
+def test_status_counts_queued_trials_apart_and_keeps_their_curve() -> None:
+    queued = api.Trial.model_validate(
+        {
+            "metadata": {"name": "e-2"},
+            "spec": {"experiment": "e", "index": 2, "parameters": {"width": 8}},
+            "status": {"phase": "Queued", "step": 3, "curve": [{"step": 3, "value": 0.7}], "requeues": 1},
+        }
+    )
+    running = queued.model_copy(
+        update={"metadata": api.ObjectMeta(name="e-3"), "status": api.TrialStatus(phase=api.TrialPhase.RUNNING)}
+    )
+    lines = _rendered([_trial(0, False), queued, running])
+    assert "1/20 trials finished, 1 running, 1 queued" in lines[0]
+    row = next(line for line in lines if line.lstrip().startswith("e-2"))
+    assert "Queued" in row and "(acc, queued)" in row

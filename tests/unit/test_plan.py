@@ -666,3 +666,20 @@ def test_early_stopping_judges_the_curve_in_its_own_direction(stopping: dict[str
     exp = experiment(objective={"metric": "accuracy", "goal": "maximize", "additionalMetrics": ["val_loss"]})
     spec = exp.spec.model_copy(update={"early_stopping": api.EarlyStopping.model_validate(stopping)})
     assert plan.planner.curve_goal(spec) is expected
+
+
+def test_queued_trials_hold_their_parallel_slots_and_are_counted_apart() -> None:
+    exp = experiment(max_trials=6, parallel=3)
+    result = run(exp, [trial(0, P.QUEUED), trial(1, P.QUEUED), running(2)])
+    assert result.of_type(plan.CreateTrial) == []  # the queue is not flooded
+    counts = result.status.trials
+    assert (counts.queued, counts.running, counts.pending, counts.total) == (2, 1, 0, 3)
+    assert result.status.phase == E.RUNNING
+    running_condition = next(c for c in result.status.conditions if c.type == "Running")
+    assert "3 trials active (2 queued)" in running_condition.message
+    assert len(run(exp, [trial(0, P.QUEUED), ok(1)]).of_type(plan.CreateTrial)) == 2
+
+
+def test_a_queued_trial_is_stopped_when_the_experiment_ends() -> None:
+    result = run(experiment(max_trials=2, parallel=2, target=0.5), [ok(0, 0.9), trial(1, P.QUEUED)])
+    assert [s.name for s in result.of_type(plan.StopTrial)] == ["exp-1"]

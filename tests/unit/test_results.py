@@ -196,6 +196,17 @@ def test_a_sample_adds_a_curve_point_only_for_a_new_step() -> None:
     assert results.with_sample(first, 2, {"loss": 0.1}, "acc", frozenset()).curve == first.curve
 
 
+def test_a_replaced_pod_continues_one_curve_without_going_back() -> None:
+    status = api.TrialStatus(phase=api.TrialPhase.RUNNING)
+    for step in (1, 2, 3):
+        status = results.with_sample(status, step, {"acc": step / 10}, "acc", frozenset())
+    # the new pod's trainer reports the checkpointed step again, or (without a checkpoint) starts over
+    assert results.with_sample(status, 3, {"acc": 0.9}, "acc", frozenset()) is status
+    assert results.with_sample(status, 1, {"acc": 0.9}, "acc", frozenset()) is status
+    resumed = results.with_sample(status, 4, {"acc": 0.4}, "acc", frozenset())
+    assert [p.step for p in resumed.curve] == [1, 2, 3, 4] and resumed.step == 4
+
+
 def test_a_sample_records_the_final_step_the_trial_announced() -> None:
     status = results.with_sample(api.TrialStatus(), 0, {}, "acc", frozenset(), final_step=12)
     assert (status.step, status.final_step) == (0, 12)

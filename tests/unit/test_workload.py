@@ -277,3 +277,44 @@ def test_every_example_builds_a_job(path: Path) -> None:
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert not any("${parameters." in arg for arg in container.get("args", []) + container.get("command", []))
     assert len(job["metadata"]["name"]) <= api.MAX_NAME_LENGTH
+
+
+def test_no_queue_leaves_the_job_unsuspended_and_unlabelled() -> None:
+    job = workload.build_job(make_experiment(), make_trial())
+    assert "suspend" not in job["spec"]
+    assert api.QUEUE_LABEL not in job["metadata"]["labels"]
+
+
+def test_queue_name_labels_the_job_and_creates_it_suspended() -> None:
+    exp = make_experiment()
+    exp.spec.queue_name = "team-gpus"
+    job = workload.build_job(exp, make_trial())
+    assert job["metadata"]["labels"][api.QUEUE_LABEL] == "team-gpus"
+    assert job["spec"]["suspend"] is True  # Kueue admits it by setting suspend to false
+    assert job["metadata"]["labels"][workload.LABEL_TRIAL] == "exp-3"  # the operator's own labels stay
+
+
+def test_the_template_queue_label_is_the_default_queue() -> None:
+    exp = make_experiment(metadata={"labels": {api.QUEUE_LABEL: "cpu-queue", "team": "vision"}})
+    job = workload.build_job(exp, make_trial())
+    assert job["metadata"]["labels"][api.QUEUE_LABEL] == "cpu-queue" and job["spec"]["suspend"] is True
+
+
+def test_disrupted_pods_are_ignored_by_the_job_before_any_other_rule() -> None:
+    for exp in (make_experiment(), make_experiment(replicas=2)):
+        spec = workload.build_job(exp, make_trial())["spec"]
+        assert spec["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy requires it
+        rules = spec["podFailurePolicy"]["rules"]
+        assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+
+
+def test_checkpoint_dir_is_per_trial_on_the_artifact_volume() -> None:
+    exp = make_experiment()
+    exp.spec.export.artifact_volume = "out"
+    exp.spec.trial_template.spec["containers"][0]["volumeMounts"] = [{"name": "out", "mountPath": "/artifacts"}]
+    c = workload.build_job(exp, make_trial())["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env[workload.CHECKPOINT_DIR_ENV] == "/artifacts/exp/checkpoints/exp-3"
+    assert not env[workload.CHECKPOINT_DIR_ENV].startswith(env["KUBENAS_OUTPUT_DIR"])  # not exported as an artifact
+    without = workload.build_job(make_experiment(), make_trial())["spec"]["template"]["spec"]["containers"][0]
+    assert workload.CHECKPOINT_DIR_ENV not in {e["name"] for e in without["env"]}

@@ -1,8 +1,9 @@
 -- Argo CD health check for kubenas.io/Experiment
 -- (argocd-cm key resource.customizations.health.kubenas.io_Experiment; see docs/gitops.md).
 --
---   Progressing  the search runs or is suspended (message: finished/maxTrials and the best so
---                far), the operator has not acted on the latest spec yet, or no status at all
+--   Progressing  the search runs or is suspended (message: finished/maxTrials, trials waiting
+--                for their queue, the best so far), the operator has not acted on the latest spec
+--                yet, or no status at all
 --   Healthy      Succeeded, or Stopped by hand
 --   Degraded     Failed: TooManyFailures, NoSuccessfulTrial, InvalidSpec (the message says why)
 --
@@ -34,7 +35,11 @@ local function best()
 end
 
 local function progress()
-  return (status.progress or "0/?") .. " trials finished, " .. best()
+  local text = (status.progress or "0/?") .. " trials finished, "
+  if status.trials ~= nil and status.trials.queued ~= nil and status.trials.queued > 0 then
+    text = text .. string.format("%d", status.trials.queued) .. " queued, "
+  end
+  return text .. best()
 end
 
 local function outcome()

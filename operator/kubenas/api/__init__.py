@@ -58,6 +58,7 @@ from kubenas.api.experiment import (
 )
 from kubenas.api.spec import (
     DURATION_PATTERN,
+    QUEUE_LABEL,
     Algorithm,
     Budget,
     Constraint,
@@ -88,6 +89,7 @@ __all__ = [
     "MAX_PARETO_FRONT",
     "MAX_WHEN_CONDITIONS",
     "NAME_PATTERN",
+    "QUEUE_LABEL",
     "TRANSITION_RULES",
     "VERSION",
     "Algorithm",

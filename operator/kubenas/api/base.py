@@ -175,6 +175,7 @@ class ExperimentPhase(StrEnum):
 
 class TrialPhase(StrEnum):
     PENDING = "Pending"
+    QUEUED = "Queued"  # its Job waits for admission (suspended by a queue such as Kueue)
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
@@ -183,7 +184,7 @@ class TrialPhase(StrEnum):
 
     @property
     def is_finished(self) -> bool:
-        return self not in (TrialPhase.PENDING, TrialPhase.RUNNING)
+        return self not in (TrialPhase.PENDING, TrialPhase.QUEUED, TrialPhase.RUNNING)
 
 
 class TrialReason(StrEnum):

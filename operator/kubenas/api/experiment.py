@@ -29,6 +29,8 @@ from kubenas.api.base import (
     cel_rules,
 )
 from kubenas.api.spec import (
+    QUEUE_LABEL,
+    QUEUE_NAME_PATTERN,
     Algorithm,
     Budget,
     CostMeasurement,
@@ -77,6 +79,10 @@ OBJECTIVE_IMMUTABLE = Rule(
 )
 # Transition rules need the stored object, so only the API server checks them.
 TRANSITION_RULES = (PARAMETERS_IMMUTABLE, OBJECTIVE_IMMUTABLE)
+# Not a CEL rule: the template's metadata is schemaless.
+ONE_QUEUE = OperatorRule(
+    f"queueName and the trial template's {QUEUE_LABEL} label name different queues: set one", "queueName"
+)
 
 
 class ExperimentSpec(Model):
@@ -107,6 +113,14 @@ class ExperimentSpec(Model):
         "may enter the front, or every value on a chosen node type.",
     )
     suspend: bool = Field(default=False, description="No new trials while true; running ones finish.")
+    queue_name: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=QUEUE_NAME_PATTERN,
+        description=f"Kueue LocalQueue (in the experiment's namespace) for every trial Job: the Job gets the label "
+        f"{QUEUE_LABEL} and is created suspended, for Kueue to admit; a trial waiting for admission is Queued and "
+        "counts against parallelTrials. Default: the trial template's label of that name, if any.",
+    )
 
     @model_validator(mode="after")
     def _check_cross_references(self) -> ExperimentSpec:
@@ -131,10 +145,18 @@ class ExperimentSpec(Model):
         objective_names = [m.name for m in self.objective.objective_metrics()]
         if metric is not None and metric not in objective_names and self.early_stopping.goal is None:
             raise STOPPING_GOAL_KNOWN.violation()
+        label = self.trial_template.queue_label()
+        if self.queue_name is not None and label is not None and label != self.queue_name:
+            raise ONE_QUEUE.violation()
         return self
 
     def parameter(self, name: str) -> Parameter | None:
         return next((p for p in self.parameters if p.name == name), None)
+
+    @property
+    def queue(self) -> str | None:
+        """The LocalQueue trial Jobs go to (queueName, else the template's queue label), or None."""
+        return self.queue_name or self.trial_template.queue_label()
 
 
 # --------------------------------------------------------------------------- status
@@ -156,6 +178,7 @@ class TrialCounts(Model):
 
     total: int = Field(default=0, description="Trials created so far.")
     pending: int = Field(default=0, description="Trials waiting to run.")
+    queued: int = Field(default=0, description="Trials waiting for their queue (Kueue) to admit them.")
     running: int = Field(default=0, description="Trials running.")
     succeeded: int = Field(default=0, description="Trials that reported their objective.")
     failed: int = Field(default=0, description="Trials that failed.")
@@ -274,7 +297,9 @@ class TrialStatus(Model):
     """Observed state of a Trial: phase, final metrics, a bounded learning curve."""
 
     phase: TrialPhase = Field(
-        default=TrialPhase.PENDING, description="Pending, Running, Succeeded, Failed, EarlyStopped or Stopped."
+        default=TrialPhase.PENDING,
+        description="Pending, Queued (waiting for its queue to admit it), Running, Succeeded, Failed, EarlyStopped "
+        "or Stopped.",
     )
     reason: TrialReason | None = Field(default=None, description="Why the trial ended the way it did.")
     message: str | None = Field(default=None, max_length=1024, description="Human-readable detail.")
@@ -306,6 +331,19 @@ class TrialStatus(Model):
         description="Final metrics the trial itself flagged as unreliable (latency_ms when its result has "
         "latency_noisy=1): such a trial is never the best, on the Pareto front or exported when one of them is an "
         "objective metric.",
+    )
+    disruptions: int | None = Field(
+        default=None,
+        ge=0,
+        description="Pods of the trial that ended because of a disruption (eviction, preemption, node shutdown or "
+        "loss) and were replaced: not failures; the trial resumes from its checkpoint.",
+    )
+    last_disruption_time: datetime | None = Field(default=None, description="When the last counted disruption was.")
+    requeues: int | None = Field(
+        default=None,
+        ge=0,
+        description="Times the trial's Job was suspended again after it had started (Kueue preempted it) and the "
+        "trial went back to Queued: not failures.",
     )
     cost_measurements: int | None = Field(
         default=None,

@@ -448,6 +448,10 @@ CONTAINER_HAS_IMAGE = Rule(
 )
 MAX_CONTAINERS = 64
 MAX_IMAGE_LENGTH = 4096
+# Kueue reads a Job's LocalQueue from this label.
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# A LocalQueue name that is also a label value (DNS-1123 subdomain, at most 63 characters).
+QUEUE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 
 class ContainerShape(BaseModel):
@@ -539,6 +543,12 @@ class TrialTemplate(Model):
         if self.replicas > 1 and self.backoff_limit != 0:
             raise ONE_TRY_WITH_REPLICAS.violation()
         return self
+
+    def queue_label(self) -> str | None:
+        """The template's ``kueue.x-k8s.io/queue-name`` label, if it has one."""
+        labels = (self.metadata or {}).get("labels")
+        value = labels.get(QUEUE_LABEL) if isinstance(labels, dict) else None
+        return None if value is None else str(value)
 
 
 class Metrics(Model):

@@ -2,7 +2,8 @@
 
 No decisions about the experiment live here, only how to read Kubernetes: which Job
 condition means what, where the exit code and termination message are, when a pod
-counts as stuck (unschedulable, image pull) so that its trial has ended.
+counts as stuck (unschedulable, image pull) so that its trial has ended, when a Job waits
+for its queue (suspended), and which pods ended because of a disruption.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidIma
 
 class State(StrEnum):
     PENDING = "Pending"
+    QUEUED = "Queued"
     RUNNING = "Running"
     FINISHED = "Finished"
 
@@ -30,7 +32,8 @@ class Observation:
     """A trial as its Job and Pod show it.
 
     Attributes:
-        state: Pending, Running or Finished (the Job is done, or stuck for good).
+        state: Pending, Queued (the Job is suspended: it waits for its queue to admit it),
+            Running or Finished (the Job is done, or stuck for good).
         exit_code: the trial container's exit code, when it terminated.
         result_text: the termination message (the trial's result, or a log tail).
         backend_reason: a reason only Kubernetes knows (OOMKilled, DeadlineExceeded, ...).
@@ -81,6 +84,11 @@ def observe(
         if rank is not None:  # the failing rank's container tells why, not rank 0's
             terminated = ((_trial_container(job, ranks[rank]) or {}).get("state") or {}).get("terminated")
         return _finished(job, failed, terminated, common, rank)
+    if (job.get("spec") or {}).get("suspend"):
+        # Not admitted yet, or suspended again (Kueue preemption): its pods are gone or going.
+        queue = ((job.get("metadata") or {}).get("labels") or {}).get(api.QUEUE_LABEL)
+        note = f"waiting for queue {queue} to admit the Job" if queue else "the Job is suspended"
+        return Observation(State.QUEUED, message=note, **common)
 
     for rank, each in sorted(ranks.items()) if ranks else [(None, pod)]:
         stuck = None if each is None else _stuck(each, _trial_container(job, each), now, unschedulable_seconds)
@@ -95,7 +103,48 @@ def observe(
         if waiting.get("reason"):
             note = f"{waiting['reason']}: {waiting.get('message', '')}".strip(": ")
             return Observation(State.PENDING, message=note[:MAX_MESSAGE], **common)
+        disrupted = _disruption(pod)
+        if disrupted is not None:
+            note = f"{disrupted.describe()}; the Job replaces it (not a failure)"
+            return Observation(State.PENDING, message=note[:MAX_MESSAGE], **common)
     return Observation(State.PENDING, **common)
+
+
+@dataclass(frozen=True)
+class Disruption:
+    """A pod that ended, or is ending, because of a disruption (condition ``DisruptionTarget``).
+
+    Attributes:
+        pod: the pod's name.
+        time: when it was marked (the condition's lastTransitionTime, else the pod's creation).
+        reason: EvictionByEvictionAPI, PreemptionByScheduler, DeletionByTaintManager, TerminationByKubelet, ...
+        message: the detail Kubernetes gave.
+    """
+
+    pod: str
+    time: datetime | None
+    reason: str
+    message: str
+
+    def describe(self) -> str:
+        detail = f"{self.reason}: {self.message}" if self.message else self.reason
+        return f"pod {self.pod} was disrupted ({detail})"
+
+
+def disruptions(pods: Sequence[Mapping[str, Any]]) -> list[Disruption]:
+    """The pods marked for a disruption (evicted, preempted, node shut down or lost), oldest first."""
+    found = [d for d in map(_disruption, pods) if d is not None]
+    return sorted(found, key=lambda d: (d.time.timestamp() if d.time else float("inf"), d.pod))
+
+
+def _disruption(pod: Mapping[str, Any]) -> Disruption | None:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == workload.DISRUPTION_TARGET and cond.get("status") == "True":
+            meta = pod.get("metadata") or {}
+            when = _time(cond.get("lastTransitionTime")) or _time(meta.get("creationTimestamp"))
+            reason = str(cond.get("reason") or "Disrupted")[:64]
+            return Disruption(str(meta.get("name", "")), when, reason, str(cond.get("message") or "")[:MAX_MESSAGE])
+    return None
 
 
 def _finished(

@@ -179,11 +179,13 @@ async def _observe_trials(
         trial = api.Trial.model_validate(_trial_body(raw))
         job = children.jobs.get(trial.name)
         if not trial.phase.is_finished:
-            new = _observed_status(ctx, experiment, trial, job, children.pods.get(trial.name, []), now)
+            pods = children.pods.get(trial.name, [])
+            new = _observed_status(ctx, experiment, trial, job, pods, now)
             if new is not None and new != trial.status:
                 await apply.write_status(ctx.kube, kube.TRIALS, raw, new.to_wire())
                 if new.phase.is_finished:
                     await _trial_event(ctx, exp_raw, trial.name, new)
+                await _interruption_events(ctx, exp_raw, trial, new, pods)
                 trial = trial.model_copy(update={"status": new})
         if job is not None and trial.phase.is_finished:
             active = bool((job.get("status") or {}).get("active"))
@@ -204,17 +206,23 @@ def _observed_status(
 ) -> api.TrialStatus | None:
     old = trial.status
     if job is None:
-        if old.phase == api.TrialPhase.RUNNING:
+        if old.phase in (api.TrialPhase.RUNNING, api.TrialPhase.QUEUED):
             return old.model_copy(
                 update={
                     "phase": api.TrialPhase.STOPPED,
                     "reason": api.TrialReason.JOB_DELETED,
-                    "message": "the trial's Job was deleted while it ran",
+                    "message": f"the trial's Job was deleted while the trial was {old.phase}",
                     "completion_time": now,
                 }
             )
         return None  # not created yet: _ensure_jobs creates it
     seen = observe.observe(job, pods, now, ctx.settings.unschedulable_seconds)
+    old = _with_disruptions(old, pods)
+    if seen.state == observe.State.QUEUED:
+        # Suspended again after it ran (Kueue preemption): not a failure; its curve and start are kept.
+        requeued = old.phase != api.TrialPhase.QUEUED and old.start_time is not None
+        requeues = (old.requeues or 0) + 1 if requeued else old.requeues
+        return old.model_copy(update={"phase": api.TrialPhase.QUEUED, "message": seen.message, "requeues": requeues})
     if seen.state == observe.State.PENDING:
         return old.model_copy(update={"phase": api.TrialPhase.PENDING, "message": seen.message})
     start = old.start_time or seen.start_time or now
@@ -240,6 +248,32 @@ def _observed_status(
             "completion_time": seen.completion_time or now,
         }
     )
+
+
+def _with_disruptions(status: api.TrialStatus, pods: Sequence[Mapping[str, Any]]) -> api.TrialStatus:
+    """``status`` counting the trial's pods disrupted since the last one counted (each once, even once deleted)."""
+    since = status.last_disruption_time
+    new = [d for d in observe.disruptions(pods) if d.time is not None and (since is None or d.time > since)]
+    if not new:
+        return status
+    latest = max(d.time for d in new if d.time is not None)
+    return status.model_copy(
+        update={"disruptions": (status.disruptions or 0) + len(new), "last_disruption_time": latest}
+    )
+
+
+async def _interruption_events(
+    ctx: Context, exp_raw: Mapping[str, Any], trial: api.Trial, new: api.TrialStatus, pods: Sequence[Mapping[str, Any]]
+) -> None:
+    """An Event when a trial's pod was disrupted, or its Job suspended again: neither is a failure."""
+    old = trial.status
+    if (new.disruptions or 0) > (old.disruptions or 0):
+        latest = observe.disruptions(pods)[-1]
+        message = f"trial {trial.name}: {latest.describe()}; it resumes from its checkpoint (not a failure)"
+        await apply.post_event(ctx.kube, exp_raw, "TrialDisrupted", message, warning=True)
+    if (new.requeues or 0) > (old.requeues or 0):
+        message = f"trial {trial.name}: its Job was suspended again ({new.message}); it waits to resume"
+        await apply.post_event(ctx.kube, exp_raw, "TrialRequeued", message, warning=True)
 
 
 def _plan(ctx: Context, experiment: api.Experiment, trials: list[api.Trial], now: datetime) -> plan.Plan:

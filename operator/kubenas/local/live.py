@@ -57,6 +57,7 @@ class Snapshot:
     best: api.TrialSummary | None
     pareto_size: int
     failed: int
+    queued: int = 0  # of ``running``: waiting for their queue (Kueue) to admit them
 
 
 class View(Protocol):
@@ -317,6 +318,7 @@ def snapshot_of(experiment: api.Experiment, trials: Sequence[api.Trial], now: da
         best=status.best_trial or (front[0] if front else None),
         pareto_size=len(front),
         failed=sum(1 for t in finished if t.phase == api.TrialPhase.FAILED),
+        queued=sum(1 for t in trials if t.phase == api.TrialPhase.QUEUED),
     )
 
 
@@ -339,7 +341,9 @@ def experiment_view(
         phase = str(status.phase) + (f" ({status.reason})" if status.reason else "")
     header = Text.assemble(
         (experiment.metadata.name, "bold"),
-        f"  {phase}  ·  {snapshot.finished}/{snapshot.total} trials finished, {len(snapshot.running)} running",
+        f"  {phase}  ·  {snapshot.finished}/{snapshot.total} trials finished, "
+        f"{len(snapshot.running) - snapshot.queued} running",
+        f", {snapshot.queued} queued" if snapshot.queued else "",
         f", {snapshot.failed} failed" if snapshot.failed else "",
     )
     parts: list[Any] = [header]
@@ -357,7 +361,7 @@ def experiment_view(
         value = _objective_value(spec, trial)
         if trial.name in running:  # not a result yet: the latest value reported, marked
             latest = running[trial.name].metrics.get(snapshot.metric)
-            value_text = "-" if latest is None else f"{format_value(latest)} ({snapshot.metric}, running)"
+            value_text = "-" if latest is None else f"{format_value(latest)} ({snapshot.metric}, {trial.phase.lower()})"
             reason = ""
         else:
             value_text = format_value(value)

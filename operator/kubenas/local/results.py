@@ -4,6 +4,7 @@
 experiment.yaml        the manifest as run
 run.json               the run's identity (uid) and the experiment status, rewritten as it changes
 trials/<name>/         trial.json (the Trial object), parameters.json, log.txt, termination-log, output/,
+                       checkpoint/ (KUBENAS_CHECKPOINT_DIR: a trial run again after an interruption resumes from it),
                        measurement-log (a later latency measurement's result)
 trials/<name>/rank-<i>/  log.txt and termination-log of rank i > 0 of a multi-process trial (replicas)
 trials.jsonl           one line per finished trial, appended and fsync'd as it ends
@@ -166,6 +167,10 @@ class RunDirectory:
 
     def output_dir(self, name: str) -> Path:
         return self.trial_dir(name) / "output"
+
+    def checkpoint_dir(self, name: str) -> Path:
+        """Where the trial saves what it needs to resume (kept when it runs again; not an artifact)."""
+        return self.trial_dir(name) / "checkpoint"
 
     def parameters_file(self, name: str) -> Path:
         return self.trial_dir(name) / "parameters.json"

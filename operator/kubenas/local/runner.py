@@ -158,11 +158,18 @@ class LocalRunner:
         return trial.model_copy(update={"status": status})
 
     def _reset(self, trial: api.Trial) -> api.Trial:
+        """The trial runs again, from its checkpoint if it saved one: its curve so far is kept and continues."""
         self.run_dir.reset_trial_files(trial.name)
+        old = trial.status
         status = api.TrialStatus(
             phase=api.TrialPhase.PENDING,
             reason=api.TrialReason.INTERRUPTED,
-            message="the runner stopped while this trial ran; it runs again on resume",
+            message="the runner stopped while this trial ran; it runs again on resume, from its checkpoint if any",
+            curve=old.curve,
+            step=old.step,
+            final_step=old.final_step,
+            rung=old.rung,
+            reported=old.reported,
         )
         return trial.model_copy(update={"status": status})
 
@@ -313,6 +320,7 @@ class LocalRunner:
             "KUBENAS_PARAMETERS_FILE": str(parameters_file),
             "KUBENAS_TERMINATION_LOG": str(self.run_dir.termination_log(name)),
             "KUBENAS_OUTPUT_DIR": str(output),
+            workload.CHECKPOINT_DIR_ENV: str(self.run_dir.checkpoint_dir(name)),
             "KUBENAS_METRICS_ADDRESS": "127.0.0.1",
             RUN_DIR_ENV: str(self.run_dir.root.resolve()),
         }
@@ -337,8 +345,9 @@ class LocalRunner:
         self.processes[name] = proc
         self.scrapers[name] = TrialScraper(port, self.spec.metrics.path)
         self.live[name] = RunningTrial(name=name, parameters=params, started=time.monotonic())
-        status = api.TrialStatus(phase=api.TrialPhase.RUNNING, start_time=now)
-        self._save(trial.model_copy(update={"status": status}))
+        # A resumed trial keeps its curve: its steps continue after its checkpoint's.
+        running = {"phase": api.TrialPhase.RUNNING, "reason": None, "message": None, "start_time": now}
+        self._save(trial.model_copy(update={"status": trial.status.model_copy(update=running)}))
         self.view.trial_started(name, params)
 
     def _start(self, name: str, argv: list[str], env: dict[str, str], port: int) -> TrialProcess | RankedTrial:

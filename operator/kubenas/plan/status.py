@@ -59,7 +59,7 @@ def build_status(
     outcome = decision.outcome
     counts = count_trials(trials, extra_pending=len(decision.creates))
     finished = counts.succeeded + counts.failed + counts.early_stopped + counts.stopped
-    active = counts.pending + counts.running
+    active = counts.pending + counts.queued + counts.running
 
     if outcome is not None:
         phase = outcome.phase
@@ -68,7 +68,8 @@ def build_status(
     else:
         phase = api.ExperimentPhase.RUNNING if counts.total else api.ExperimentPhase.PENDING
         completion = None
-        detail = f"{active} trials active, {finished}/{spec.budget.max_trials} finished"
+        queued = f" ({counts.queued} queued)" if counts.queued else ""
+        detail = f"{active} trials active{queued}, {finished}/{spec.budget.max_trials} finished"
         running = ("True", "TrialsRunning", detail) if counts.total else ("False", "NoTrialsYet", detail)
     suspended = spec.suspend and outcome is None
     suspension = (
@@ -177,6 +178,7 @@ def count_trials(trials: Sequence[api.Trial], extra_pending: int = 0) -> api.Tri
     return api.TrialCounts(
         total=len(trials) + extra_pending,
         pending=by_phase[api.TrialPhase.PENDING] + extra_pending,
+        queued=by_phase[api.TrialPhase.QUEUED],
         running=by_phase[api.TrialPhase.RUNNING],
         succeeded=by_phase[api.TrialPhase.SUCCEEDED],
         failed=by_phase[api.TrialPhase.FAILED],

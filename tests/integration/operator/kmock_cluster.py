@@ -228,7 +228,10 @@ class Kubelet:
     then the Pod and Job get the states a real cluster gives them. An Indexed Job gets one Pod
     per index (``<job>-<i>-pod``, the index annotated as the Job controller does); it completes
     when every index succeeded and fails at the first pod that fails, its other pods stopped
-    (what ``backoffLimitPerIndex: 0`` with ``maxFailedIndexes: 0`` does).
+    (what ``backoffLimitPerIndex: 0`` with ``maxFailedIndexes: 0`` does). A suspended Job (a
+    queue has not admitted it) gets no Pod, and loses its Pods when suspended again. A Pod that
+    failed with a condition the Job's ``podFailurePolicy`` ignores (``DisruptionTarget``, set by
+    :meth:`disrupt`) is replaced by a new one (``<job>-pod-<attempt>``), as the Job controller does.
     """
 
     def __init__(self, url: str, behaviour: Behaviour, interval: float = 0.05, *, running_first: bool = False) -> None:
@@ -238,6 +241,7 @@ class Kubelet:
         self.interval = interval
         self.paused = False
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._attempts: Counter[str] = Counter()  # job name -> pods created for it
         self._ranks: dict[str, dict[int, int | None]] = {}  # Indexed Job -> index -> exit code (None: running)
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -284,15 +288,55 @@ class Kubelet:
                 task = self._running.pop(pod["metadata"]["name"], None)
                 if task is not None:
                     task.cancel()
-        have = {p["metadata"]["labels"].get("job-name") for p in pods}
         for name, job in jobs.items():
-            if name not in have and not (job.get("status") or {}).get("conditions"):
-                if job["spec"].get("completionMode") == "Indexed":
-                    await self._start_indexed(job)
-                    continue
-                pod_name = f"{name}-pod"
-                await self.request("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", _pod(job, pod_name))
-                self._running[pod_name] = asyncio.create_task(self._run(job, pod_name))
+            mine = [p for p in pods if p["metadata"]["labels"].get("job-name") == name]
+            if job["spec"].get("suspend"):
+                await self._suspend(job, mine)
+                continue
+            if any(not _ignored_failure(job, p) for p in mine) or _ended(job):
+                continue
+            if _condition(job, "Suspended"):
+                resumed = {"type": "Suspended", "status": "False", "reason": "JobResumed"}
+                await self._job_status(name, {"conditions": [resumed]})
+            if job["spec"].get("completionMode") == "Indexed":
+                await self._start_indexed(job)
+                continue
+            self._attempts[name] += 1
+            attempt = self._attempts[name]
+            pod_name = f"{name}-pod" if attempt == 1 else f"{name}-pod-{attempt}"
+            await self.request("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", _pod(job, pod_name))
+            self._running[pod_name] = asyncio.create_task(self._run(job, pod_name))
+
+    async def _suspend(self, job: dict[str, Any], pods: list[dict[str, Any]]) -> None:
+        """The Job controller on a suspended Job: its Pods deleted, condition Suspended."""
+        for pod in pods:
+            task = self._running.pop(pod["metadata"]["name"], None)
+            if task is not None:
+                task.cancel()
+            await self.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods/{pod['metadata']['name']}")
+        if not _condition(job, "Suspended"):
+            suspended = {"type": "Suspended", "status": "True", "reason": "JobSuspended", "message": "Job suspended"}
+            await self._job_status(job["metadata"]["name"], {"conditions": [suspended], "active": 0})
+
+    async def disrupt(self, pod_name: str, reason: str = "EvictionByEvictionAPI", message: str = "evicted") -> None:
+        """End a Pod as a disruption does: its process killed, phase Failed, condition ``DisruptionTarget``."""
+        task = self._running.pop(pod_name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        path = f"/api/v1/namespaces/{NAMESPACE}/pods/{pod_name}"
+        pod = await self.request("GET", path)
+        container = pod["spec"]["containers"][0]["name"]
+        state = {"terminated": {"exitCode": 143, "reason": "Error", "finishedAt": now_iso()}}
+        cond = {
+            "type": "DisruptionTarget",
+            "status": "True",
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now_iso(),
+        }
+        status = {"phase": "Failed", "conditions": [cond], "containerStatuses": [{"name": container, "state": state}]}
+        await self._pod_status(pod_name, status)
 
     async def _start_indexed(self, job: dict[str, Any]) -> None:
         name = job["metadata"]["name"]
@@ -391,6 +435,29 @@ class Kubelet:
         await self.request("PATCH", path, {"status": status}, True)
 
 
+def _condition(job: dict[str, Any], kind: str) -> bool:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
+
+
+def _ended(job: dict[str, Any]) -> bool:
+    return any(_condition(job, kind) for kind in ("Complete", "Failed", "FailureTarget", "SuccessCriteriaMet"))
+
+
+def _ignored_failure(job: dict[str, Any], pod: dict[str, Any]) -> bool:
+    """A failed Pod that a podFailurePolicy Ignore rule matches by condition: the Job replaces it, uncounted."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Failed":
+        return False
+    conditions = {(c.get("type"), c.get("status")) for c in status.get("conditions") or []}
+    rules = ((job.get("spec") or {}).get("podFailurePolicy") or {}).get("rules") or []
+    return any(
+        rule.get("action") == "Ignore"
+        and any((p.get("type"), p.get("status", "True")) in conditions for p in rule.get("onPodConditions") or [])
+        for rule in rules
+    )
+
+
 def _pod(job: dict[str, Any], name: str) -> dict[str, Any]:
     template = job["spec"]["template"]
     meta = template["metadata"]
@@ -465,7 +532,12 @@ async def run_trainer(job: dict[str, Any], extra_env: dict[str, str], timeout: f
         proc = await asyncio.create_subprocess_exec(
             *argv, env=full_env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
         )
-        _, err = await asyncio.wait_for(proc.communicate(), timeout)
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), timeout)
+        finally:  # the pod was deleted or disrupted (the task cancelled): its process ends with it
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
         path = env["KUBENAS_TERMINATION_LOG"]
         message = Path(path).read_text() if os.path.exists(path) else err.decode()[-2000:]
         return Outcome(exit_code=proc.returncode or 0, message=message)
