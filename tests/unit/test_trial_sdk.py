@@ -135,6 +135,53 @@ def test_metrics_port_env_validated(monkeypatch: pytest.MonkeyPatch) -> None:
         sdk.TrialReporter()
 
 
+_RANK_VARIABLES = ("RANK", "NODE_RANK", "NPROC_PER_NODE", "LOCAL_RANK")
+
+
+@pytest.mark.parametrize(("env", "rank"), [
+    ({}, 0),
+    ({"RANK": "3", "NODE_RANK": "1"}, 3),  # RANK wins: torchrun sets it for each worker
+    ({"NODE_RANK": "1"}, 1),  # one process per pod
+    ({"NODE_RANK": "1", "NPROC_PER_NODE": "4", "LOCAL_RANK": "2"}, 6),
+])
+def test_rank_from_the_environment(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], rank: int) -> None:
+    for name in _RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert kubenas_trial.rank() == rank
+
+
+def test_rank_env_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "first")
+    with pytest.raises(ValueError, match="environment variable RANK must be an integer"):
+        kubenas_trial.rank()
+
+
+def test_only_rank_zero_reports(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RANK", "1")
+    port = _free_port()
+    other = sdk.TrialReporter(port=port, address="127.0.0.1", termination_log=tmp_path / "log")
+    other.final_step(3)
+    other.report(1, accuracy=0.5)
+    assert other.finish(accuracy=0.9) == {"accuracy": 0.9}  # what rank 0 would write
+    assert not (tmp_path / "log").exists() and other.bound_port is None and other.last == {}
+    with pytest.raises(OSError):  # nothing listens: rank 0 of the trial serves the metrics
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+    monkeypatch.setenv("RANK", "0")
+    main = sdk.TrialReporter(port=0, termination_log=tmp_path / "log")
+    main.finish(accuracy=0.9)
+    assert json.loads((tmp_path / "log").read_text()) == {"accuracy": 0.9}
+
+
+def test_checkpoint_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("KUBENAS_CHECKPOINT_DIR", raising=False)
+    assert kubenas_trial.checkpoint_dir() is None
+    monkeypatch.setenv("KUBENAS_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
+    assert kubenas_trial.checkpoint_dir() == tmp_path / "ckpt"
+
+
 def _free_port() -> int:
     import socket
 

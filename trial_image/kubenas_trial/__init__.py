@@ -4,6 +4,16 @@ The SDK (this namespace) needs only prometheus-client; the trainer (``python -m 
 needs torch and scikit-learn and is imported only when run.
 """
 
-from kubenas_trial.sdk import ParametersError, TrialReporter, final_step, finish, parameters, report
+from kubenas_trial.sdk import (
+    ParametersError,
+    TrialReporter,
+    checkpoint_dir,
+    final_step,
+    finish,
+    parameters,
+    rank,
+    report,
+)
 
-__all__ = ["ParametersError", "TrialReporter", "final_step", "finish", "parameters", "report"]
+__all__ = ["ParametersError", "TrialReporter", "checkpoint_dir", "final_step", "finish", "parameters", "rank",
+           "report"]

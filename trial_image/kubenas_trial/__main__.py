@@ -1,6 +1,7 @@
 """``python -m kubenas_trial`` / ``kubenas-train``: run one trial of the built-in trainer.
 
-Exit codes: 0 done, 1 training failed, 2 bad parameters, 3 dataset missing or malformed.
+Exit codes: 0 done, 1 training failed (or another rank of a multi-process trial did),
+2 bad parameters or environment, 3 dataset missing or malformed.
 """
 
 from __future__ import annotations
@@ -48,11 +49,14 @@ def main(argv: list[str] | None = None) -> int:
             params[name] = raw
 
     # Heavy imports only now, so a bad invocation fails fast.
+    from kubenas_trial import distributed
     from kubenas_trial.config import ConfigError
     from kubenas_trial.data import DataError
     from kubenas_trial.trial import run
 
     try:
+        if distributed.needs_local_workers():
+            return distributed.run_local_workers(sys.argv[1:] if argv is None else argv)
         run(params, default_reporter())
     except ConfigError as exc:
         print(f"kubenas-trial: error: {exc}", file=sys.stderr)
@@ -69,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"{exc.strerror}", file=sys.stderr)
             return EXIT_FAILED
         raise
+    except Exception as exc:
+        if not distributed.topology().distributed or not distributed.is_peer_failure(exc):
+            raise
+        print(f"kubenas-trial: error: rank {distributed.topology().rank}: lost the other ranks of the trial "
+              f"(one failed, was stopped, or did not answer within dist_timeout; its log names the cause): "
+              f"{str(exc)[:500]}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 

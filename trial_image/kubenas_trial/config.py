@@ -80,6 +80,8 @@ SPECS: dict[str, Spec] = {
     "compile": Spec(bool, False, "torch.compile the model"),
     "num_threads": Spec(int, 0, "CPU threads (0: from the CPU limit / OMP_NUM_THREADS)", min=0, max=1024),
     "eval_batch_size": Spec(int, 1024, "batch size for evaluation", min=1),
+    "dist_timeout": Spec(float, 900.0, "multi-process trials: seconds a rank waits for the others (start-up and "
+                                       "every exchange) before failing", min=1.0, max=86_400.0),
     # compression
     "prune": _c("none", "none, unstructured (global magnitude) or structured (removes internal channels by L2 norm)",
                 ("none", "unstructured", "structured")),

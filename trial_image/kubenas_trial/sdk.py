@@ -5,6 +5,9 @@
     kubenas_trial.final_step(epochs)            # optional: the step the last report will carry
     kubenas_trial.report(epoch, accuracy=acc)   # every step; Prometheus gauges
     kubenas_trial.finish(accuracy=acc)          # once; the authoritative result
+
+In a trial of several processes (several pods, or torchrun workers) only global rank 0
+reports: every other process's reporter is a no-op, so each process runs the same code.
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ METRICS_PORT_ENV = "KUBENAS_METRICS_PORT"
 METRICS_ADDRESS_ENV = "KUBENAS_METRICS_ADDRESS"
 TERMINATION_LOG_ENV = "KUBENAS_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+CHECKPOINT_DIR_ENV = "KUBENAS_CHECKPOINT_DIR"
+# What every process of a multi-process trial is given (torchrun's names; docs/trial.md).
+MASTER_ADDR_ENV, MASTER_PORT_ENV = "MASTER_ADDR", "MASTER_PORT"
+NNODES_ENV, NODE_RANK_ENV, NPROC_PER_NODE_ENV = "NNODES", "NODE_RANK", "NPROC_PER_NODE"
+WORLD_SIZE_ENV, RANK_ENV, LOCAL_RANK_ENV = "WORLD_SIZE", "RANK", "LOCAL_RANK"
 
 MAX_RESULT_BYTES = 4096
 # Each metric name becomes a label value: bound the series a trial can create.
@@ -69,6 +77,46 @@ def parameters() -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ParametersError(f"{source} must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    """The integer in environment variable ``name``, or ``default`` when it is unset or empty.
+
+    Raises:
+        ValueError: the value is not an integer ≥ ``minimum`` (the message names the variable).
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"environment variable {name} must be ≥ {minimum}, got {value}")
+    return value
+
+
+def rank() -> int:
+    """This process's global rank in a multi-process trial; 0 in a single-process one.
+
+    ``RANK`` when set (torchrun and single-GPU pods set it), else
+    ``NODE_RANK * NPROC_PER_NODE + LOCAL_RANK`` from what is set of those, else 0.
+    Only rank 0 reports: the other ranks' :class:`TrialReporter` calls do nothing.
+    """
+    if os.environ.get(RANK_ENV, "").strip():
+        return env_int(RANK_ENV, 0)
+    return env_int(NODE_RANK_ENV, 0) * env_int(NPROC_PER_NODE_ENV, 1, minimum=1) + env_int(LOCAL_RANK_ENV, 0)
+
+
+def checkpoint_dir() -> Path | None:
+    """Where to keep checkpoints that survive the pod being replaced (``KUBENAS_CHECKPOINT_DIR``), or None.
+
+    None means no checkpointing is wanted. The directory may not exist yet. Every rank gets the
+    path (all may load from it); only rank 0 should write to it.
+    """
+    value = os.environ.get(CHECKPOINT_DIR_ENV, "").strip()
+    return Path(value) if value else None
 
 
 def _finite_number(value: Any) -> float | int | None:
@@ -164,6 +212,8 @@ class TrialReporter:
         port: metrics port; default from ``KUBENAS_METRICS_PORT`` (unset or 0: no server).
         address: bind address; default ``KUBENAS_METRICS_ADDRESS`` or 0.0.0.0.
         termination_log: result file; default ``KUBENAS_TERMINATION_LOG`` or /dev/termination-log.
+        enabled: whether this reporter reports at all; default: this process is global rank 0
+            (:func:`rank`). A disabled reporter serves nothing and writes nothing.
     """
 
     def __init__(
@@ -171,7 +221,9 @@ class TrialReporter:
         port: int | None = None,
         address: str | None = None,
         termination_log: str | os.PathLike[str] | None = None,
+        enabled: bool | None = None,
     ) -> None:
+        self.enabled = rank() == 0 if enabled is None else enabled
         self.port = _port_from_env() if port is None else port
         self.address = address or os.environ.get(METRICS_ADDRESS_ENV) or "0.0.0.0"
         self.termination_log = Path(
@@ -193,7 +245,7 @@ class TrialReporter:
     def start_server(self) -> int | None:
         """Start the metrics server once (idempotent); returns the bound port, or None without one."""
         with self._lock:
-            if self._server is None and self.port:
+            if self._server is None and self.port and self.enabled:
                 server, _thread = start_http_server(self.port, addr=self.address, registry=self.registry)
                 self._server = server
                 self.bound_port = server.server_port
@@ -201,6 +253,8 @@ class TrialReporter:
 
     def report(self, step: int | float, metrics: Mapping[str, Any] | None = None, /, **named: Any) -> None:
         """Publish intermediate metrics for ``step`` (e.g. the epoch). Non-finite values are skipped."""
+        if not self.enabled:
+            return
         self.start_server()
         values = clean_metrics({**(metrics or {}), **named})
         with self._lock:
@@ -224,6 +278,8 @@ class TrialReporter:
         number = _finite_number(step)
         if number is None or number < 1:
             raise ValueError(f"final step must be a number >= 1, got {step!r}")
+        if not self.enabled:
+            return
         self.start_server()
         with self._lock:
             if self._final_step is None:
@@ -233,8 +289,13 @@ class TrialReporter:
             self._final_step.set(number)
 
     def finish(self, metrics: Mapping[str, Any] | None = None, /, **named: Any) -> dict[str, Any]:
-        """Write the final metrics to the termination log (≤ 4 KiB JSON) and return what was written."""
+        """Write the final metrics to the termination log (≤ 4 KiB JSON) and return what was written.
+
+        A disabled reporter (not rank 0) writes nothing and returns what rank 0 would have written.
+        """
         data = encode_result({**(metrics or {}), **named})
+        if not self.enabled:
+            return json.loads(data)
         try:
             write_atomically(self.termination_log, data)
         except OSError as exc:

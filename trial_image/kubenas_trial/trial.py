@@ -13,8 +13,9 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from kubenas_trial import artifacts, compress, cost, data, measure, models, runtime
+from kubenas_trial import artifacts, checkpoints, compress, cost, data, distributed, measure, models, runtime
 from kubenas_trial.config import ConfigError, parse
+from kubenas_trial.distributed import Topology
 from kubenas_trial.sdk import TrialReporter
 from kubenas_trial.train import Trainer, evaluate
 
@@ -50,11 +51,22 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
     Raises:
         ConfigError: a parameter is unknown or bad (exit code 2).
         data.DataError: the dataset is missing or malformed (exit code 3).
+
+    With ``WORLD_SIZE`` > 1 in the environment this process is one rank of a multi-process
+    trial (docs/trial.md): all ranks train together and only rank 0 reports and measures.
     """
     started = time.perf_counter()
     config = parse(params)
-    torch.set_num_threads(runtime.thread_count(config["num_threads"]))
-    device = runtime.select_device(config["device"])
+    topo = distributed.topology()
+    threads = runtime.thread_count(config["num_threads"])
+    torch.set_num_threads(threads if config["num_threads"] else max(1, threads // topo.nproc_per_node))
+    device = distributed.local_device(runtime.select_device(config["device"]), topo)
+    with distributed.process_group(topo, device, config["dist_timeout"]):
+        return _run(config, topo, device, reporter, log, started)
+
+
+def _run(config: dict[str, Any], topo: Topology, device: torch.device, reporter: TrialReporter, log: TextIO,
+         started: float) -> dict[str, Any]:
     seed_everything(config["seed"])
     dataset = data.load(config)
     kind = models.model_kind(config, dataset.input_shape)
@@ -72,42 +84,53 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
     run_info = runtime.summary(config, device)
     names = " ".join(f"{k}={os.environ[v]}" for k, v in (("experiment", "KUBENAS_EXPERIMENT"),
                                                           ("trial", "KUBENAS_TRIAL")) if os.environ.get(v))
+    rank = f" rank={topo.rank}/{topo.world_size}" if topo.distributed else ""
     _log(log, f"{names + ' ' if names else ''}device={run_info['device']} amp={run_info['amp']} "
-              f"torch={run_info['torch']}")
-    _log(log, f"data {_fmt(dataset.summary())}")
-    _log(log, f"model {kind} params={models.count_parameters(model)}" + (" (distilling)" if teacher else ""))
+              f"torch={run_info['torch']}{rank}")
+    if topo.is_main:
+        _log(log, f"data {_fmt(dataset.summary())}")
+        _log(log, f"model {kind} params={models.count_parameters(model)}" + (" (distilling)" if teacher else ""))
 
     pruned = config["prune"] != "none"
     last_step = config["epochs"] + (config["finetune_epochs"] if pruned else 0)
     reporter.final_step(last_step)
-    if not pruned:
+    resume = checkpoints.Resume(config, topo, last_step)
+    resume.restore_model(model)
+    if resume.epoch:
+        _log(log, f"resuming after epoch {resume.epoch} from {checkpoints.FILE_NAME} ({resume.phase})")
+    elif not pruned and topo.is_main:
         # Known before training and final (nothing prunes the model): an experiment whose constraint on
         # them has stopEarly ends an infeasible trial now instead of after training it.
         reporter.report(0, static_costs(model, dataset.x_val[:1].cpu()))  # the model is still on the CPU
-    trainer = Trainer(model, dataset, config, device, teacher=teacher)
-    history: list[dict[str, Any]] = []
+    trainer = Trainer(model, dataset, config, device, teacher=teacher, topo=topo)
+    resume.restore_rng(trainer)
+    history, extra, result = resume.history, resume.extra, resume.result  # a resumed run continues them
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         reporter.report(epoch, metrics)
         history.append({"epoch": epoch, **metrics})
-        _log(log, f"epoch {epoch} {_fmt(metrics)}")
+        if topo.is_main:
+            _log(log, f"epoch {epoch} {_fmt(metrics)}")
 
-    result = trainer.fit(config["epochs"], on_epoch)
-    extra: dict[str, float] = {}
+    if resume.phase != "finetune":
+        trainer.fit(config["epochs"], on_epoch, restart=resume.restart("train", 1),
+                    after_epoch=resume.saver("train", trainer), result=result)
 
     if pruned:
-        extra["accuracy_before_prune"] = trainer.evaluate("val", trainer.model)[1]
-        compress.apply_pruning(trainer.model, config["prune"], config["prune_amount"])
-        if trainer.channels_last:  # structured pruning created new layers
-            trainer.model.to(memory_format=torch.channels_last)
-        compress.recalibrate_batchnorm(trainer.model, (xb for xb, _ in trainer.batches()))
-        extra["accuracy_before_finetune"] = trainer.evaluate("val", trainer.model)[1]
+        if resume.phase != "finetune":  # else the checkpoint holds the pruned, partly fine-tuned model
+            extra["accuracy_before_prune"] = trainer.evaluate("val", trainer.model)[1]
+            compress.apply_pruning(trainer.model, config["prune"], config["prune_amount"])
+            if trainer.channels_last:  # structured pruning created new layers
+                trainer.model.to(memory_format=torch.channels_last)
+            compress.recalibrate_batchnorm(trainer.model, (xb for xb, _ in trainer.batches()))
+            extra["accuracy_before_finetune"] = trainer.evaluate("val", trainer.model)[1]
         if config["finetune_epochs"]:
             # Fine-tune eagerly: pruning hooks and replaced layers would defeat a compiled graph.
-            ft = trainer.fit(config["finetune_epochs"], on_epoch, first_epoch=config["epochs"] + 1,
-                             lr_scale=config["finetune_lr_scale"], model=trainer.model, warmup=False)
-            result.samples += ft.samples
-            result.seconds += ft.seconds
+            first = config["epochs"] + 1
+            trainer.fit(config["finetune_epochs"], on_epoch, first_epoch=first,
+                        lr_scale=config["finetune_lr_scale"], model=trainer.model, warmup=False,
+                        restart=resume.restart("finetune", first), after_epoch=resume.saver("finetune", trainer),
+                        result=result)
             compress.recalibrate_batchnorm(trainer.model, (xb for xb, _ in trainer.batches()))
         compress.make_permanent(trainer.model)
         extra["accuracy_after_finetune"] = trainer.evaluate("val", trainer.model)[1]
@@ -117,6 +140,9 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
     example = dataset.x_val[:1]
     flop_count, sparse_flops = cost.flop_counts(float_model, example.to(device))
     val_loss, val_acc = trainer.evaluate("val", trainer.model)
+    test_loss, test_acc = trainer.evaluate("test", trainer.model)  # once, on the final float model
+    if not topo.is_main:
+        return {}  # rank 0 measures the model and reports for the trial
     final_model = float_model
     latency_device = device
     qkind = compress.quantization_kind(config["quantize"], kind == "cnn")
@@ -130,8 +156,6 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
         val_loss, val_acc = evaluate(final_model, dataset.x_val, dataset.y_val, cpu, config["eval_batch_size"])
         test_loss, test_acc = evaluate(final_model, dataset.x_test, dataset.y_test, cpu, config["eval_batch_size"])
         latency_device = cpu  # int8 kernels run on the CPU
-    else:
-        test_loss, test_acc = trainer.evaluate("test", trainer.model)  # once, on the final model
     latency = measure.measure_in_fresh_process(float_model, final_model, qkind, config, dataset.input_shape,
                                                dataset.num_classes)
 
