@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from kubenas_trial import distributed
@@ -81,3 +85,23 @@ def test_shards_cover_the_epoch_with_the_same_number_of_batches() -> None:
 def test_shard_order_depends_on_the_epoch_only() -> None:
     assert _shards(epoch=3) == _shards(epoch=3)  # a resumed run draws the same batches
     assert _shards(epoch=3) != _shards(epoch=4)
+
+
+def test_a_failed_local_worker_stops_the_others(env: pytest.MonkeyPatch, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Worker 1 fails at once; worker 0 would run for a minute (a rank waiting for its peer): it is stopped."""
+    fake_python = tmp_path / "python"
+    fake_python.write_text('#!/bin/sh\necho "$LOCAL_RANK $RANK $*" >> "$(dirname "$0")/started"\n'
+                           '[ "$LOCAL_RANK" = 1 ] && exit 3\necho $$ > "$(dirname "$0")/sleeper"\nexec sleep 60\n')
+    fake_python.chmod(0o755)
+    env.setattr(sys, "executable", str(fake_python))
+    _set(env, NPROC_PER_NODE="2", NODE_RANK="1", NNODES="2", WORLD_SIZE="4")
+    assert distributed.needs_local_workers()
+    assert distributed.run_local_workers(["-p", "epochs=1"]) == 3
+    started = sorted((tmp_path / "started").read_text().splitlines())
+    assert started == ["0 2 -m kubenas_trial -p epochs=1", "1 3 -m kubenas_trial -p epochs=1"]
+    assert "local worker 1 (rank 3) exited with code 3; stopping the others" in capsys.readouterr().err
+    sleeper = tmp_path / "sleeper"  # absent only if worker 0 was stopped before it got there
+    if sleeper.exists():
+        with pytest.raises(ProcessLookupError):  # worker 0 was stopped and reaped, not left running
+            os.kill(int(sleeper.read_text()), 0)
