@@ -23,7 +23,7 @@ def output_dir() -> Path | None:
     return Path(value) if value else None
 
 
-def _write_json(path: Path, value: Any) -> None:
+def write_json(path: Path, value: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
     os.replace(tmp, path)
@@ -56,8 +56,8 @@ def save(directory: Path, *, float_model: nn.Module, final_model: nn.Module, qua
         float_path = directory / "model_float.pt"
         torch.save(checkpoint(float_model, config, input_shape, num_classes), float_path)
         written.append(float_path)
-    _write_json(directory / "architecture.json", {"parameters": config, "architecture": architecture})
-    _write_json(directory / "metrics.json", metrics)
+    write_json(directory / "architecture.json", {"parameters": config, "architecture": architecture})
+    write_json(directory / "metrics.json", metrics)
     written += [directory / "architecture.json", directory / "metrics.json"]
     return written
 
