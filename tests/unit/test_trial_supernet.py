@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 import torch
-from kubenas_trial import supernet
+from kubenas_trial import oneshot, supernet
 from kubenas_trial.config import ConfigError, parse
 from kubenas_trial.models import build_model, count_parameters
+from kubenas_trial.sdk import MAX_RESULT_BYTES, encode_result
 from torch import nn
 
 PLAIN = {"stages": [1, 2, 3], "blocks": [1, 2], "width": [4, 8], "kernel_size": [3, 5], "expansion": [1]}
@@ -139,3 +141,30 @@ def test_a_subnet_takes_the_largest_value_of_what_it_omits() -> None:
 def test_a_bad_space_is_refused_naming_the_field(space: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         supernet.make_space(parse({}), space)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"subnets": [{}]}, r"'subnets' applies only with mode 'supernet-eval'"),
+        ({"mode": "supernet-eval", "supernet_space": {}}, r"'supernet_space' applies only with mode 'supernet-train'"),
+        ({"mode": "supernet-eval"}, r"'supernet' is required"),
+        ({"mode": "supernet-train", "prune": "structured"}, r"'prune' does not apply with mode 'supernet-train'"),
+        ({"mode": "supernet-train", "share_weights": True}, r"'share_weights' does not apply"),
+        ({"mode": "supernet-eval", "supernet": "x", "subnets": "[{"}, r"'subnets' must be a list"),
+    ],
+)
+def test_supernet_parameters_are_checked_with_the_mode(params: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse(params)
+
+
+def test_a_full_batch_result_fits_the_termination_message_whole() -> None:
+    worst = {"accuracy": 0.123456789012, "loss": 12.3456789012, "params": 10**10, "log10_params": 10.123456789,
+             "flops": 10**13, "latency_ms": 1234.56789012, "latency_noisy": 1}
+    records = [{"index": i, "metrics": worst} for i in range(oneshot.MAX_SUBNETS)]
+    result = oneshot.batch_result(records, 123456.789012)
+    encoded = encode_result(result)
+    assert len(encoded) <= MAX_RESULT_BYTES
+    assert set(json.loads(encoded)) == set(result)  # rounded, never cut
+    assert result[f"{oneshot.MAX_SUBNETS - 1}.accuracy"] == worst["accuracy"]

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass
 from typing import Any
 
 ACTIVATIONS = ("relu", "gelu", "silu", "hardswish", "leaky_relu", "tanh")
+MODES = ("train", "supernet-train", "supernet-eval")
 DATASETS = ("digits", "iris", "fashion-mnist", "cifar10", "npz", "imagefolder")
+SUPERNET_ONLY = {"supernet_space": ("supernet-train",), "supernet": ("supernet-eval",),
+                 "subnets": ("supernet-eval",), "bn_recalibration_batches": ("supernet-train", "supernet-eval")}
+"""Parameters that only the supernet modes read, and the modes that read them (refused elsewhere)."""
+# What the supernet cannot do: it is one elastic CNN, evaluated as it was trained.
+_NOT_IN_SUPERNET = {"share_weights": False, "compile": False, "prune": "none", "quantize": "none",
+                    "teacher": None}
 
 
 class ConfigError(ValueError):
@@ -32,6 +40,8 @@ def _c(default: str, help: str, choices: tuple[str, ...]) -> Spec:
 
 
 SPECS: dict[str, Spec] = {
+    "mode": _c("train", "train: train the network the parameters describe; supernet-train, supernet-eval: "
+                        "train a weight-sharing supernet, evaluate subnets from it", MODES),
     # data
     "dataset": _c("digits", "digits, iris (bundled), fashion-mnist, cifar10, npz, imagefolder (mounted)", DATASETS),
     "data_dir": Spec(str, None, "where the dataset lives (a directory, or the .npz file)", nullable=True),
@@ -82,6 +92,16 @@ SPECS: dict[str, Spec] = {
     "eval_batch_size": Spec(int, 1024, "batch size for evaluation", min=1),
     "dist_timeout": Spec(float, 900.0, "multi-process trials: seconds a rank waits for the others (start-up and "
                                        "every exchange) before failing", min=1.0, max=86_400.0),
+    # one-shot NAS (mode supernet-train / supernet-eval)
+    "supernet_space": Spec(dict, None, "supernet-train: values per elastic dimension (stages, blocks, width, "
+                                       "kernel_size, expansion), e.g. {\"blocks\": [1, 2]}; others stay fixed",
+                           nullable=True),
+    "supernet": Spec(str, None, "supernet-eval: the supernet checkpoint (supernet.pt or the directory holding it)",
+                     nullable=True),
+    "subnets": Spec(list, None, "supernet-eval: subnets to evaluate in one trial (a list of objects of the elastic "
+                                "dimensions); unset: the one subnet the parameters describe", nullable=True),
+    "bn_recalibration_batches": Spec(int, 20, "supernet modes: training batches that re-estimate a subnet's "
+                                              "batch-norm statistics before it is evaluated", min=1, max=1000),
     # compression
     "prune": _c("none", "none, unstructured (global magnitude) or structured (removes internal channels by L2 norm)",
                 ("none", "unstructured", "structured")),
@@ -133,6 +153,16 @@ def _coerce(name: str, spec: Spec, value: Any) -> Any:
             value = None
         if value is None or value != value or value in (float("inf"), float("-inf")):
             raise ConfigError(f"parameter {name!r} must be a finite number")
+    elif spec.kind in (dict, list):
+        if isinstance(value, str):  # ${parameters.X} substitution delivers JSON text
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                value = None
+        if not isinstance(value, spec.kind):
+            kind = "an object" if spec.kind is dict else "a list"
+            raise ConfigError(f"parameter {name!r} must be {kind} (JSON), got {value!r}")
+        return value
     elif spec.kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"parameter {name!r} must be a string, got {value!r}")
@@ -170,4 +200,24 @@ def parse(params: dict[str, Any]) -> dict[str, Any]:
     ):
         raise ConfigError(f"parameter 'device' must be auto, cpu, cuda, cuda:N or mps; got {config['device']!r}")
     config["device"] = device
+    _check_supernet(config, set(params))
     return config
+
+
+def _check_supernet(config: dict[str, Any], given: set[str]) -> None:
+    """The rules of the supernet modes: their own parameters, and what a supernet cannot do."""
+    mode = config["mode"]
+    for name, modes in SUPERNET_ONLY.items():
+        if name in given and mode not in modes:
+            raise ConfigError(f"parameter {name!r} applies only with mode {' or '.join(repr(m) for m in modes)}")
+    if not mode.startswith("supernet-"):
+        return
+    for name, allowed in _NOT_IN_SUPERNET.items():
+        if config[name] != allowed:
+            raise ConfigError(f"parameter {name!r} does not apply with mode {mode!r} (a supernet is one elastic CNN; "
+                              "retrain a chosen subnet as an ordinary trial to compress or distil it)")
+    if config["model"] not in ("auto", "cnn"):
+        raise ConfigError(f"parameter 'model' must be auto or cnn with mode {mode!r}, got {config['model']!r}")
+    if mode == "supernet-eval" and not config["supernet"]:
+        raise ConfigError("parameter 'supernet' is required with mode 'supernet-eval' (the supernet-train "
+                          "trial's supernet.pt, or its output directory)")

@@ -57,6 +57,10 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
     """
     started = time.perf_counter()
     config = parse(params)
+    if config["mode"].startswith("supernet-"):
+        from kubenas_trial import oneshot  # one process: a supernet trains on one device
+
+        return oneshot.run(params, config, reporter, log)
     topo = distributed.topology()
     threads = runtime.thread_count(config["num_threads"])
     torch.set_num_threads(threads if config["num_threads"] else max(1, threads // topo.nproc_per_node))
