@@ -62,6 +62,14 @@ def save(directory: Path, *, float_model: nn.Module, final_model: nn.Module, qua
     return written
 
 
+def save_search(directory: Path, *, search: dict[str, Any], metrics: dict[str, Any]) -> list[Path]:
+    """Write a gradient search's cell.json (the derived cell) and metrics.json. Returns the files written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(directory / "cell.json", search)
+    write_json(directory / "metrics.json", metrics)
+    return [directory / "cell.json", directory / "metrics.json"]
+
+
 def _resolve(path: Path, field: str) -> Path:
     if path.is_dir():
         for name in ("model_float.pt", "model.pt"):

@@ -8,14 +8,19 @@ from dataclasses import dataclass
 from typing import Any
 
 ACTIVATIONS = ("relu", "gelu", "silu", "hardswish", "leaky_relu", "tanh")
-MODES = ("train", "supernet-train", "supernet-eval")
 DATASETS = ("digits", "iris", "fashion-mnist", "cifar10", "npz", "imagefolder")
+MODES = ("train", "gradient-search", "supernet-train", "supernet-eval")
+SEARCH_METHODS = ("gdas", "darts")
+SEARCH_ONLY = ("search_method", "arch_lr", "arch_warmup", "arch_fraction")
+"""Parameters that only a gradient search reads (refused in ordinary trials)."""
 SUPERNET_ONLY = {"supernet_space": ("supernet-train",), "supernet": ("supernet-eval",),
                  "subnets": ("supernet-eval",), "bn_recalibration_batches": ("supernet-train", "supernet-eval")}
 """Parameters that only the supernet modes read, and the modes that read them (refused elsewhere)."""
 # What the supernet cannot do: it is one elastic CNN, evaluated as it was trained.
-_NOT_IN_SUPERNET = {"share_weights": False, "compile": False, "prune": "none", "quantize": "none",
+_NOT_IN_SUPERNET = {"cell": None, "share_weights": False, "compile": False, "prune": "none", "quantize": "none",
                     "teacher": None}
+# Parameters that describe what happens to a trained network; a search trains none.
+_NOT_IN_SEARCH = ("cell", "prune", "quantize", "teacher")
 
 
 class ConfigError(ValueError):
@@ -40,8 +45,9 @@ def _c(default: str, help: str, choices: tuple[str, ...]) -> Spec:
 
 
 SPECS: dict[str, Spec] = {
-    "mode": _c("train", "train: train the network the parameters describe; supernet-train, supernet-eval: "
-                        "train a weight-sharing supernet, evaluate subnets from it", MODES),
+    "mode": _c("train", "train: train the network the parameters describe; gradient-search: search a "
+                        "NAS-Bench-201 cell by gradient descent and report the derived cell; supernet-train, "
+                        "supernet-eval: train a weight-sharing supernet, evaluate subnets from it", MODES),
     # data
     "dataset": _c("digits", "digits, iris (bundled), fashion-mnist, cifar10, npz, imagefolder (mounted)", DATASETS),
     "data_dir": Spec(str, None, "where the dataset lives (a directory, or the .npz file)", nullable=True),
@@ -51,7 +57,11 @@ SPECS: dict[str, Spec] = {
     "max_train_samples": Spec(int, 0, "use at most this many training samples (0: all)", min=0),
     "image_size": Spec(int, 32, "side length images are resized to (imagefolder only)", min=4, max=1024),
     # model
-    "model": _c("auto", "cnn, mlp, or auto (cnn for images, mlp for tabular data)", ("auto", "cnn", "mlp")),
+    "model": _c("auto", "cnn, mlp, cell, or auto (cell when 'cell' is set, else cnn for images, mlp for tabular "
+                        "data)", ("auto", "cnn", "mlp", "cell")),
+    "cell": Spec(str, None, "the NAS-Bench-201 cell of a cell network, as an architecture string "
+                            "|op~0|+|op~0|op~1|+|op~0|op~1|op~2| (stages, blocks, width shape the skeleton)",
+                 nullable=True),
     "stages": Spec(int, 2, "CNN: number of stages; each after the first halves the resolution", min=1, max=6),
     "blocks": Spec(int, 1, "CNN: blocks per stage", min=1, max=8),
     "width": Spec(int, 16, "CNN: channels of the first stage (doubled every stage)", min=1, max=1024),
@@ -92,6 +102,17 @@ SPECS: dict[str, Spec] = {
     "eval_batch_size": Spec(int, 1024, "batch size for evaluation", min=1),
     "dist_timeout": Spec(float, 900.0, "multi-process trials: seconds a rank waits for the others (start-up and "
                                        "every exchange) before failing", min=1.0, max=86_400.0),
+    # gradient-based cell search (mode gradient-search)
+    "search_method": _c("gdas", "gdas (Gumbel-softmax, one sampled operation per edge) or darts (softmax "
+                                "mixture, first order; collapses to parameter-free operations)", SEARCH_METHODS),
+    "arch_lr": Spec(float, 0.003, "gradient-search: Adam learning rate of the architecture weights",
+                    min=1e-6, max=1.0),
+    "arch_warmup": Spec(float, 0.5, "gradient-search: share of the epochs that train only the network weights "
+                                    "(operations sampled uniformly) before the architecture weights learn",
+                        min=0.0, max=0.9),
+    "arch_fraction": Spec(float, 0.5, "gradient-search: share of the training split that trains the "
+                                      "architecture weights (the rest trains the network weights)",
+                          min=0.1, max=0.9),
     # one-shot NAS (mode supernet-train / supernet-eval)
     "supernet_space": Spec(dict, None, "supernet-train: values per elastic dimension (stages, blocks, width, "
                                        "kernel_size, expansion), e.g. {\"blocks\": [1, 2]}; others stay fixed",
@@ -200,8 +221,38 @@ def parse(params: dict[str, Any]) -> dict[str, Any]:
     ):
         raise ConfigError(f"parameter 'device' must be auto, cpu, cuda, cuda:N or mps; got {config['device']!r}")
     config["device"] = device
+    _check_cell(config, set(params))
     _check_supernet(config, set(params))
     return config
+
+
+def _check_cell(config: dict[str, Any], given: set[str]) -> None:
+    """The rules that tie ``mode``, ``model`` and ``cell`` together; normalises the architecture string."""
+    from kubenas_trial.nb201 import ArchError, format_arch, parse_arch
+
+    if config["cell"] is not None:
+        try:
+            config["cell"] = format_arch(parse_arch(config["cell"], "cell"))
+        except ArchError as exc:
+            raise ConfigError(str(exc)) from None
+    if config["mode"] == "gradient-search":
+        for name in _NOT_IN_SEARCH:
+            if name in given and config[name] != SPECS[name].default:
+                raise ConfigError(f"parameter {name!r} does not apply with mode 'gradient-search' "
+                                  "(the search derives a cell; train it with 'cell' in an ordinary trial)")
+        if config["model"] not in ("auto", "cell"):
+            raise ConfigError(f"parameter 'model' must be auto or cell with mode 'gradient-search', "
+                              f"got {config['model']!r}")
+        return
+    for name in SEARCH_ONLY:
+        if name in given:
+            raise ConfigError(f"parameter {name!r} applies only with mode 'gradient-search'")
+    if config["cell"] is not None and config["model"] not in ("auto", "cell"):
+        raise ConfigError(f"parameter 'cell' builds a cell network: 'model' must be auto or cell, "
+                          f"got {config['model']!r}")
+    if config["model"] == "cell" and config["cell"] is None:
+        raise ConfigError("parameter 'cell' is required with model 'cell' (an architecture string "
+                          "|op~0|+|op~0|op~1|+|op~0|op~1|op~2|)")
 
 
 def _check_supernet(config: dict[str, Any], given: set[str]) -> None:

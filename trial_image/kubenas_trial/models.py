@@ -1,4 +1,5 @@
-"""The searchable network families: a configurable CNN for images and an MLP for tabular data."""
+"""The searchable network families: a configurable CNN and NAS-Bench-201 cell networks for images, an MLP for
+tabular data."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from kubenas_trial import cells
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "hardswish": nn.Hardswish,
@@ -15,7 +18,7 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 # The keys of a trainer config that determine the architecture (saved with checkpoints).
 ARCHITECTURE_KEYS = (
     "model", "stages", "blocks", "width", "width_mult", "kernel_size", "expansion", "activation", "residual",
-    "se", "share_weights", "batch_norm", "dropout", "hidden_layers", "hidden_units",
+    "se", "share_weights", "batch_norm", "dropout", "hidden_layers", "hidden_units", "cell",
 )
 
 
@@ -169,15 +172,19 @@ class MLP(nn.Module):
 
 
 def model_kind(config: dict[str, Any], input_shape: tuple[int, ...]) -> str:
-    """'cnn' or 'mlp': what ``model: auto`` resolves to for this input."""
+    """'cnn', 'mlp' or 'cell': what ``model: auto`` resolves to for these parameters and this input."""
     if config["model"] != "auto":
         return config["model"]
+    if config["cell"] is not None:
+        return "cell"
     return "cnn" if len(input_shape) == 3 else "mlp"
 
 
 def build_model(config: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """The network the parameters describe, for inputs of ``input_shape`` (without the batch dimension)."""
     kind = model_kind(config, input_shape)
+    if kind == "cell":
+        return cells.build(config, input_shape, num_classes)
     if kind == "cnn":
         if len(input_shape) != 3:
             raise ValueError(f"model 'cnn' needs image data (C, H, W); this dataset has shape {list(input_shape)}")
@@ -211,9 +218,11 @@ def describe(
         "params": count_parameters(model),
         "layers": layers,
     }
-    if isinstance(model, CNN):
+    if isinstance(model, CNN | cells.CellNetwork):
         info["stage_channels"] = model.channels
         info["blocks_per_stage"] = config["blocks"]
+    if isinstance(model, cells.CellNetwork):
+        info["cell"] = config["cell"]
     return info
 
 

@@ -61,6 +61,10 @@ def run(params: dict[str, Any], reporter: TrialReporter, log: TextIO = sys.stdou
         from kubenas_trial import oneshot  # one process: a supernet trains on one device
 
         return oneshot.run(params, config, reporter, log)
+    if config["mode"] == "gradient-search":
+        from kubenas_trial import gradient_nas  # one process: the search trains on one device
+
+        return gradient_nas.run(config, reporter, lambda message: _log(log, message))
     topo = distributed.topology()
     threads = runtime.thread_count(config["num_threads"])
     torch.set_num_threads(threads if config["num_threads"] else max(1, threads // topo.nproc_per_node))
@@ -74,8 +78,8 @@ def _run(config: dict[str, Any], topo: Topology, device: torch.device, reporter:
     seed_everything(config["seed"])
     dataset = data.load(config)
     kind = models.model_kind(config, dataset.input_shape)
-    if kind == "cnn" and not dataset.is_image:
-        raise ConfigError(f"parameter 'model' is 'cnn' but dataset {config['dataset']!r} is tabular; use 'mlp'")
+    if kind != "mlp" and not dataset.is_image:
+        raise ConfigError(f"parameter 'model' is {kind!r} but dataset {config['dataset']!r} is tabular; use 'mlp'")
     model = models.build_model(config, dataset.input_shape, dataset.num_classes)
     teacher = None
     if config["teacher"]:
@@ -149,7 +153,7 @@ def _run(config: dict[str, Any], topo: Topology, device: torch.device, reporter:
         return {}  # rank 0 measures the model and reports for the trial
     final_model = float_model
     latency_device = device
-    qkind = compress.quantization_kind(config["quantize"], kind == "cnn")
+    qkind = compress.quantization_kind(config["quantize"], kind != "mlp")
     if qkind is not None:
         extra["accuracy_float"] = val_acc
         extra["model_size_bytes_float"] = cost.size_bytes(float_model)
