@@ -136,6 +136,12 @@ def is_trusted(objective: api.Objective, trial: api.Trial) -> bool:
     return not flagged or not any(m.name in flagged for m in objective.objective_metrics())
 
 
+def awaits_first_measurement(policy: api.CostMeasurement, trial: api.Trial) -> bool:
+    """A succeeded trial whose latency ``remeasure: Always`` has not measured yet: its result is not complete."""
+    return (policy.remeasure == api.Remeasure.ALWAYS and trial.status.phase == api.TrialPhase.SUCCEEDED
+            and not trial.status.cost_measurements)
+
+
 def _eligible(objective: api.Objective, trial: api.Trial) -> bool:
     """Succeeded, feasible and trusted: a candidate for the best trial and the Pareto front."""
     return (trial.status.phase == api.TrialPhase.SUCCEEDED and is_feasible(objective, trial.status.metrics)

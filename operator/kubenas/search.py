@@ -255,8 +255,10 @@ class Suggester:
         in_flight: set[str] = set()
         finished: list[api.Trial] = []
         told = self._told
+        measured = self.spec.cost_measurement
         for trial in trials:
-            if trial.status.phase in _UNFINISHED:
+            # Under costMeasurement Always the search learns the measured latency, not the trial's own.
+            if trial.status.phase in _UNFINISHED or objective.awaits_first_measurement(measured, trial):
                 key = self._key_of(trial)
                 if key is not None:
                     in_flight.add(key)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from kubenas import api, plan, results, search
+import pytest
+from kubenas import api, measurejob, plan, results, search
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 P = api.TrialPhase
@@ -122,3 +123,60 @@ def test_a_failed_measurement_only_counts_the_attempt() -> None:
         measured = results.with_measurement(status, text)
         assert measured.metrics == status.metrics and measured.noisy_metrics == ["latency_ms"]
         assert measured.cost_measurements == 1
+
+
+def test_under_always_the_search_learns_a_trial_only_once_it_is_measured() -> None:
+    exp = pareto_experiment(remeasure="Always")
+    suggester = search.Suggester(exp.spec)
+    assert suggester.sync([measured_trial(0, latency=40.0)]) == []  # its own latency is not the one searched on
+    assert suggester.sync([measured_trial(0, latency=2.0, measurements=1)]) == ["exp-0"]
+
+
+def cluster_experiment(remeasure: str = "Always", mounted: bool = True) -> api.Experiment:
+    mounts = [{"name": "artifacts", "mountPath": "/artifacts"}] if mounted else []
+    return api.Experiment.model_validate({
+        "metadata": {"name": "exp", "namespace": "team", "uid": "u1"},
+        "spec": {
+            "objective": PARETO,
+            "parameters": [{"name": "x", "type": "int", "min": 0, "max": 9}],
+            "trialTemplate": {"spec": {
+                "containers": [{"name": "trial", "image": "trial:1", "volumeMounts": mounts,
+                                "ports": [{"containerPort": 8000}], "resources": {"limits": {"cpu": "4"}}}],
+                "nodeSelector": {"pool": "train"},
+                "volumes": [{"name": "artifacts", "persistentVolumeClaim": {"claimName": "a"}}]}},
+            "export": {"artifactVolume": "artifacts"},
+            "costMeasurement": {"remeasure": remeasure, "nodeSelector": {"pool": "serve"},
+                                "tolerations": [{"key": "serve", "operator": "Exists"}],
+                                "resources": {"limits": {"cpu": "1"}, "requests": {"cpu": "1"}}},
+        },
+    })
+
+
+def test_the_measurement_job_is_the_trial_job_turned_into_a_measurement_on_the_target() -> None:
+    exp = cluster_experiment()
+    trial = measured_trial(3).model_copy(update={"metadata": api.ObjectMeta(name="exp-3", namespace="team", uid="t3")})
+    job = measurejob.build_measurement_job(exp, trial, 2)
+    pod = job["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert job["metadata"]["name"] == "exp-3-measure-2" and measurejob.attempt_of("exp-3-measure-2", "exp-3") == 2
+    assert measurejob.attempt_of("exp-3", "exp-3") is None
+    assert measurejob.attempt_of("exp-30-measure-1", "exp-3") is None
+    assert container["command"] == ["python", "-m", "kubenas_trial.measure"] and container["args"] == []
+    assert {"name": "KUBENAS_MODEL_DIR", "value": "/artifacts/exp/exp-3"} in container["env"]
+    assert container["resources"] == {"limits": {"cpu": "1"}, "requests": {"cpu": "1"}} and "ports" not in container
+    assert pod["spec"]["nodeSelector"] == {"pool": "serve"}  # the target's label wins over the trial's
+    assert {"key": "serve", "operator": "Exists"} in pod["spec"]["tolerations"]
+    assert pod["metadata"]["labels"][measurejob.LABEL_MEASURES] == "exp-3"
+    assert "kubenas.io/trial" not in pod["metadata"]["labels"]
+    assert not any(k.startswith("prometheus.io/") for k in pod["metadata"].get("annotations", {}))
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "t3"
+
+
+def test_always_without_an_artifact_volume_is_a_spec_problem_on_a_cluster() -> None:
+    assert measurejob.spec_problem(cluster_experiment()) == ""
+    assert measurejob.spec_problem(cluster_experiment(remeasure="Noisy", mounted=False)) == ""
+    problem = measurejob.spec_problem(cluster_experiment(mounted=False))
+    assert problem.startswith("costMeasurement.remeasure: Always needs each trial's model: set export.artifactVolume")
+    trial = measured_trial(0).model_copy(update={"metadata": api.ObjectMeta(name="exp-0", uid="t0")})
+    with pytest.raises(ValueError, match=r"export\.artifactVolume"):
+        measurejob.build_measurement_job(cluster_experiment(mounted=False), trial, 1)

@@ -18,8 +18,8 @@ from typing import Any, cast
 
 import pydantic
 
-from kubenas import api, plan, results, validation, workload
-from kubenas.controller import apply, context, curves, kube, observe
+from kubenas import api, measurejob, plan, results, validation, workload
+from kubenas.controller import apply, context, curves, kube, measurements, observe
 from kubenas.controller.context import Context
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ async def _reconcile(ctx: Context, key: Key) -> bool:
         return False
     children = _children(experiment, *listed)
     trials = await _observe_trials(ctx, experiment, raw, children, now)
+    trials = await measurements.record_finished(ctx, trials, children.trials, listed[1], listed[2], now)
     await curves.poll(ctx, experiment, trials, children.trials, children.pods)
     try:
         decided = await asyncio.get_running_loop().run_in_executor(ctx.executor, _plan, ctx, experiment, trials, now)
@@ -163,7 +164,7 @@ def _children(
     by_trial: dict[str, dict[str, Any]] = {}
     for job in jobs:
         owner = _controller_uid(job)
-        if owner in trial_uids:
+        if owner in trial_uids and not measurements.is_measurement(job):
             by_trial[trial_uids[owner]] = job
     pods_by: dict[str, list[dict[str, Any]]] = {}
     for pod in pods:
@@ -280,14 +281,15 @@ def _plan(ctx: Context, experiment: api.Experiment, trials: list[api.Trial], now
     checked = _spec_key(experiment)
     if checked not in ctx.spec_problems:
         pod_policy = ctx.settings.trial_pod_policy.for_namespace(experiment.metadata.namespace)
-        _remember_problem(ctx, experiment, _problems_text(validation.experiment_problems(experiment.spec, pod_policy)))
+        problems = _problems_text(validation.experiment_problems(experiment.spec, pod_policy))
+        _remember_problem(ctx, experiment, problems or measurejob.spec_problem(experiment))
     if ctx.spec_problems[checked]:
         return plan.invalid_plan(experiment, ctx.spec_problems[checked], now, trials)
     suggester = None
     if plan.needs_suggester(experiment):
         with ctx.suggesters_lock:  # the cache is shared by the planning threads
             suggester = ctx.suggesters.get(checked[0], experiment.spec)
-    return plan.plan(experiment, trials, now, suggester)
+    return plan.plan(experiment, trials, now, suggester, measure_cost=measurejob.can_measure(experiment))
 
 
 def _synced_again(conditions: Sequence[api.Condition]) -> list[api.Condition]:
@@ -372,6 +374,8 @@ async def _apply(
         elif isinstance(action, plan.PromoteTrial) and action.name in by_name:
             i = by_name[action.name]
             trials[i] = await _promote_trial(ctx, trials[i], action)
+        elif isinstance(action, plan.MeasureCost) and action.name in by_name:
+            await measurements.start(ctx, experiment, trials[by_name[action.name]], action)
         elif isinstance(action, plan.ExportBest) and experiment.spec.export.config_map:
             artifact = workload.artifact_location(experiment, action.trial.name)
             body = apply.export_config_map(exp_raw, action.trial, artifact)

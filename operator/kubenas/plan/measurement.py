@@ -27,8 +27,7 @@ def _wanted(spec: api.ExperimentSpec, trial: api.Trial) -> MeasureCost | None:
     done = trial.status.cost_measurements or 0
     if policy.remeasure == api.Remeasure.NEVER or trial.phase != api.TrialPhase.SUCCEEDED or done >= policy.attempts:
         return None
-    first_of_always = done == 0 and policy.remeasure == api.Remeasure.ALWAYS
-    if first_of_always or not objective.is_trusted(spec.objective, trial):
+    if objective.awaits_first_measurement(policy, trial) or not objective.is_trusted(spec.objective, trial):
         return MeasureCost(trial.name, done + 1)
     return None
 
