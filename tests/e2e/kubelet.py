@@ -19,7 +19,10 @@ references), with what a container runtime would isolate made local:
   emptyDir is a temp dir, hostPath is the local path, and so is a persistentVolumeClaim bound
   to a hostPath or local PersistentVolume; env values and args that name a path under a mount
   are rewritten to the local path (so ``KUBENAS_PARAMETERS_FILE`` works);
-- ``OMP_NUM_THREADS`` follows the container's CPU limit or request (unless set).
+- ``OMP_NUM_THREADS`` follows the container's CPU limit or request (unless set);
+- there is no cluster DNS: a ``MASTER_ADDR`` naming a pod of a headless Service
+  (``<pod>.<service>.<namespace>.svc``, a multi-pod trial's rank 0) becomes 127.0.0.1, where every
+  pod of this Node runs (so two multi-pod trials at once would share one MASTER_PORT).
 
 Pod status is patched as a kubelet does: Running (podIP, startTime, Ready conditions,
 containerStatuses running), then on exit terminated with the exit code and the termination
@@ -73,6 +76,7 @@ NOT_READY_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreacha
 # Pod conditions a kubelet writes; others (DisruptionTarget) belong to whoever added them.
 OWN_CONDITIONS = frozenset({"PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"})
 _VAR_REF = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
+_POD_DNS_NAME = re.compile(r"[a-z0-9-]+\.[a-z0-9-]+\.[a-z0-9-]+\.svc(\.cluster\.local)?\.?")
 
 
 def default_node_name() -> str:
@@ -567,6 +571,8 @@ class TestKubelet:
                 value = expand(str(entry.get("value", "")), env)
             env[entry["name"]] = local(value)
         env.setdefault("HOSTNAME", pod["metadata"]["name"])
+        if _POD_DNS_NAME.fullmatch(env.get("MASTER_ADDR", "")):
+            env["MASTER_ADDR"] = "127.0.0.1"  # the cluster DNS's answer, had there been one: the pod runs here
         threads = cpu_threads(container)
         if threads is not None:
             env.setdefault("OMP_NUM_THREADS", str(threads))

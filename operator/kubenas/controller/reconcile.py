@@ -189,7 +189,10 @@ async def _observe_trials(
                 await _interruption_events(ctx, exp_raw, trial, new, pods)
                 trial = trial.model_copy(update={"status": new})
         if job is not None and trial.phase.is_finished:
-            active = bool((job.get("status") or {}).get("active"))
+            # The Job's count of active pods lags behind them: a trial whose pods all ended has none.
+            ended = ("Succeeded", "Failed")
+            live = [p for p in children.pods.get(trial.name, []) if (p.get("status") or {}).get("phase") not in ended]
+            active = bool((job.get("status") or {}).get("active")) and bool(live)
             if active or not experiment.spec.trial_template.retain:
                 await ctx.kube.delete(kube.JOBS, job["metadata"]["namespace"], job["metadata"]["name"])
                 await _delete_service(ctx, experiment, trial)
