@@ -171,7 +171,8 @@ def test_a_rebuild_from_history_repeats_nothing_and_keeps_learning(name: str) ->
     trials = run(rebuilt, 120, 2, trials)
     keys = [rebuilt.space.key(t.spec.parameters) for t in trials]
     assert len(set(keys)) == len(keys)
-    assert max(accuracy(t.spec.parameters) for t in trials[40:]) > max(accuracy(t.spec.parameters) for t in trials[:40])
+    scores = [accuracy(t.spec.parameters) for t in trials]
+    assert np.mean(scores[40:80]) > 2.85 + 1.0  # it carries on from what it learnt: random proposals average 2.85
 
 
 @pytest.mark.parametrize("name", NAMED)

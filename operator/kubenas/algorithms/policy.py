@@ -24,7 +24,8 @@ Results are learnt in trial order: the policy is a function of the results, not 
 rebuild replays them in, and a result told without being asked takes the same step as one the
 controller sampled (its log-probability under the policy of the moment). Parallel asks sample the
 same policy; no proposal repeats a configuration told or pending: after ``redraws`` draws
-that do, the controller draws from a policy twice as flat, then uniformly.
+that do, the controller draws from a policy twice as flat (logits halved, standard deviations
+doubled), then 4 and 8 times, then uniformly.
 """
 
 from __future__ import annotations
@@ -40,14 +41,18 @@ from nevergrad.optimization import base
 from kubenas.algorithms.ordered import Order, OrderedGenomeOptimizer
 
 _SNAPSHOT_EVERY = 32  # policy states kept every this many results: re-learning after a late result is short
-_MAX_LOGIT = 20.0
+_MAX_LOGIT = 10.0
+# A policy sure of itself keeps proposing what it has tried: it then draws from flatter versions of
+# itself, which stay near its favourites (a dimension or two off) before it draws uniformly.
+_FLATNESS = (1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass(frozen=True)
 class PolicySettings:
-    """``PolicyGradient``'s knobs."""
+    """``PolicyGradient``'s knobs (the learning rate chosen on NAS-Bench-201 CIFAR-10 and CIFAR-100,
+    seeds 100–115, from 0.25, 0.5, 1 and 2; the baseline decay from 0.8, 0.9 and 0.95)."""
 
-    learning_rate: float = 0.5  # softmax logits, per result and unit advantage
+    learning_rate: float = 2.0  # softmax logits, per result and unit advantage
     gaussian_rate: float = 0.5  # natural-gradient step of the Gaussians' mean and log-std
     baseline_decay: float = 0.9  # moving-average baseline: weight kept per result
     initial_std: float = 0.3  # Gaussians' standard deviation at the start, as a share of the range
@@ -231,7 +236,7 @@ class _PolicyGradient(OrderedGenomeOptimizer):
 
     def _internal_ask_candidate(self) -> ng.p.Parameter:
         state = self._caught_up()
-        for flatness in (1.0, 2.0):
+        for flatness in _FLATNESS:
             for _ in range(self._s.redraws):
                 genome = self._sample(state, flatness)
                 if self._fresh(genome):
