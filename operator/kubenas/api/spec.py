@@ -344,8 +344,8 @@ class Algorithm(Model):
         default="SurrogateLocalSearch",
         min_length=1,
         max_length=128,
-        description="SurrogateLocalSearch (kubenas's default, chosen on search benchmarks) or any Nevergrad "
-        "optimizer name (e.g. NGOpt, TwoPointsDE, RandomSearch, CMA).",
+        description="SurrogateLocalSearch (kubenas's default, chosen on search benchmarks), RegularizedEvolution, "
+        "PolicyGradient, or any Nevergrad optimizer name (e.g. NGOpt, TwoPointsDE, RandomSearch, CMA).",
     )
     seed: int | None = Field(default=None, ge=0, description="Seed: the same seed proposes the same trials.")
     budget_hint: int | None = Field(
