@@ -520,8 +520,13 @@ def _terminated(job: dict[str, Any], code: int, reason: str, message: str, *, ph
     return {"phase": phase, "containerStatuses": [{"name": _container(job), "state": state, "ready": False}]}
 
 
-async def run_trainer(job: dict[str, Any], extra_env: dict[str, str], timeout: float = 120) -> Outcome:
-    """Run the real trial image entry point as the pod's process; its termination file is the message."""
+async def run_trainer(
+    job: dict[str, Any], extra_env: dict[str, str], timeout: float = 120, log: Path | None = None
+) -> Outcome:
+    """Run the real trial image entry point as the pod's process; its termination file is the message.
+
+    ``log``: where its standard output goes (discarded without one).
+    """
     container = job["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
     with tempfile.TemporaryDirectory() as tmp:
@@ -529,15 +534,14 @@ async def run_trainer(job: dict[str, Any], extra_env: dict[str, str], timeout: f
         env.pop("KUBENAS_PARAMETERS_FILE", None)  # the downward-API volume does not exist here
         full_env = {**os.environ, **env, **extra_env}
         argv = [sys.executable, *container.get("command", ["-m", "kubenas_trial"])[1:], *container.get("args", [])]
-        proc = await asyncio.create_subprocess_exec(
-            *argv, env=full_env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-        )
-        try:
-            _, err = await asyncio.wait_for(proc.communicate(), timeout)
-        finally:  # the pod was deleted or disrupted (the task cancelled): its process ends with it
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        with open(log or os.devnull, "ab") as out:
+            proc = await asyncio.create_subprocess_exec(*argv, env=full_env, stdout=out, stderr=asyncio.subprocess.PIPE)
+            try:
+                _, err = await asyncio.wait_for(proc.communicate(), timeout)
+            finally:  # the pod was deleted or disrupted (the task cancelled): its process ends with it
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
         path = env["KUBENAS_TERMINATION_LOG"]
         message = Path(path).read_text() if os.path.exists(path) else err.decode()[-2000:]
         return Outcome(exit_code=proc.returncode or 0, message=message)
