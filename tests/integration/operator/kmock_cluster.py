@@ -425,7 +425,7 @@ class Kubelet:
         elif all(c == 0 for c in ranks.values()):
             done = {"type": "Complete", "status": "True"}
             status = {"conditions": [done], "succeeded": len(ranks), "active": 0, "completionTime": now_iso()}
-            await self._job_status(name, {**status, "completedIndexes": f"0-{len(ranks) - 1}"})
+            await self._job_status(name, {**status, "completedIndexes": ",".join(map(str, ranks))})
 
     async def _pod_status(self, pod: str, status: dict[str, Any]) -> None:
         await self.request("PATCH", f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}/status", {"status": status}, True)

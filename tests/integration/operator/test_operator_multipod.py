@@ -40,7 +40,7 @@ async def test_two_pod_trials_record_rank_0s_result_and_a_failing_rank(cluster: 
         )
         body["spec"]["trialTemplate"]["spec"] = {"containers": [{"name": "trial", "image": "kubenas/trial:test"}]}
         await k.request("POST", EXP, body)
-        status = await eventually(lambda: finished(k), timeout=30)
+        status = await eventually(lambda: finished(k), timeout=60)  # 4 pods; an operator start takes 15 s at load 16
         trials = {t["metadata"]["name"]: t for t in await k.items(TRIALS)}
 
         ok, failed = trials["exp-0"], trials["exp-1"]
