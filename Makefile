@@ -77,7 +77,7 @@ bench: venv
 	$(PY) benchmarks/search_efficiency.py
 	$(PY) benchmarks/incumbent_noise.py
 	$(PY) benchmarks/early_stopping.py
-	$(PY) benchmarks/oneshot_ranking.py   # ~20-30 min of CPU on a quiet machine
+	$(PY) benchmarks/oneshot_ranking.py   # ~11 CPU-minutes
 	$(PY) benchmarks/operator_throughput.py
 	$(PY) benchmarks/apply_latency.py   # needs $$KUBECONFIG (a real API server); says so and skips otherwise
 

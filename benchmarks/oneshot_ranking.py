@@ -117,16 +117,19 @@ def main() -> None:
     standalone = [r["standalone"] for r in rows]
     tau = stats.kendalltau(inherited, standalone)
     rho = stats.spearmanr(inherited, standalone)
+    by_size = stats.kendalltau([r["flops"] for r in rows], standalone)  # the baseline: rank by FLOPs alone
     summary = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "torch": torch.__version__, "dataset": dataset.summary(), "space": space_spec,
         "subnets": len(rows), "epochs": args.epochs, "supernet_epochs": args.supernet_epochs,
         "calibration_batches": args.calibration_batches,
         "kendall_tau": tau.statistic, "kendall_p": tau.pvalue, "spearman": rho.statistic,
+        "kendall_tau_flops": by_size.statistic,
         "supernet_final": history.history[-1], "supernet_cpu_s": supernet_cpu,
         "inherited_eval_cpu_s": eval_cpu, "standalone_cpu_s": standalone_cpu, "rows": rows,
     }
-    print(f"\nKendall tau = {tau.statistic:.3f} (p = {tau.pvalue:.2g}), Spearman rho = {rho.statistic:.3f}")
+    print(f"\nKendall tau = {tau.statistic:.3f} (p = {tau.pvalue:.2g}), Spearman rho = {rho.statistic:.3f}; "
+          f"ranking by FLOPs alone: tau = {by_size.statistic:.3f}")
     print(f"CPU-s: supernet {supernet_cpu:.0f} + inherited evaluation {eval_cpu:.0f}; "
           f"standalone sum {standalone_cpu:.0f} ({len(rows)} subnets)")
     if args.out:
