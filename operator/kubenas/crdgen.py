@@ -129,6 +129,7 @@ def experiment_crd() -> Schema:
         printer_column("Best", ".status.bestValue", "number", "Objective value of the best trial so far."),
         printer_column("Age", ".metadata.creationTimestamp", "date", "Time since creation."),
         printer_column("Reason", ".status.reason", "string", "Why the phase is what it is.", priority=1),
+        printer_column("Stage", ".status.stage", "string", "A oneShot experiment's stage.", priority=1),
     ]
     return _crd("Experiment", "experiments", "nasexp", resource_schema(api.Experiment, name), columns)
 

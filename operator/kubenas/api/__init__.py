@@ -56,6 +56,7 @@ from kubenas.api.experiment import (
     TrialSummary,
     trial_name,
 )
+from kubenas.api.oneshot import OneShot
 from kubenas.api.spec import (
     DURATION_PATTERN,
     QUEUE_LABEL,
@@ -114,6 +115,7 @@ __all__ = [
     "ObjectMeta",
     "Objective",
     "ObjectiveMetric",
+    "OneShot",
     "OperatorRule",
     "Parameter",
     "ParameterType",

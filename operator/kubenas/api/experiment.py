@@ -28,6 +28,15 @@ from kubenas.api.base import (
     TrialReason,
     cel_rules,
 )
+from kubenas.api.oneshot import (
+    ELASTIC_DIMENSIONS,
+    ELASTIC_ONLY,
+    RESERVED,
+    RESERVED_PARAMETERS,
+    WHOLE_VALUES,
+    OneShot,
+    dimension_values,
+)
 from kubenas.api.spec import (
     QUEUE_LABEL,
     QUEUE_NAME_PATTERN,
@@ -121,6 +130,12 @@ class ExperimentSpec(Model):
         f"{QUEUE_LABEL} and is created suspended, for Kueue to admit; a trial waiting for admission is Queued and "
         "counts against parallelTrials. Default: the trial template's label of that name, if any.",
     )
+    one_shot: OneShot | None = Field(
+        default=None,
+        description="One-shot NAS (the built-in trainer's supernet modes): one trial trains a weight-sharing "
+        "supernet, the search evaluates subnets that inherit its weights, the best topK are retrained standalone. "
+        "On a cluster it needs export.artifactVolume (the supernet checkpoint travels there).",
+    )
 
     @model_validator(mode="after")
     def _check_cross_references(self) -> ExperimentSpec:
@@ -145,10 +160,23 @@ class ExperimentSpec(Model):
         objective_names = [m.name for m in self.objective.objective_metrics()]
         if metric is not None and metric not in objective_names and self.early_stopping.goal is None:
             raise STOPPING_GOAL_KNOWN.violation()
+        if self.one_shot is not None:
+            self._check_one_shot(self.one_shot)
         label = self.trial_template.queue_label()
         if self.queue_name is not None and label is not None and label != self.queue_name:
             raise ONE_QUEUE.violation()
         return self
+
+    def _check_one_shot(self, one_shot: OneShot) -> None:
+        for i, param in enumerate(self.parameters):
+            if param.name not in ELASTIC_DIMENSIONS:
+                raise ELASTIC_ONLY.violation(f"parameters[{i}].name")
+            if param.when or dimension_values(param.type, param.min, param.max, param.values) is None:
+                raise WHOLE_VALUES.violation(f"parameters[{i}]")
+        for section, extra in (("supernet", one_shot.supernet), ("retrain", one_shot.retrain)):
+            for key in extra:
+                if key in RESERVED_PARAMETERS or key in ELASTIC_DIMENSIONS:
+                    raise RESERVED.violation(f"oneShot.{section}.{key}")
 
     def parameter(self, name: str) -> Parameter | None:
         return next((p for p in self.parameters if p.name == name), None)
@@ -224,6 +252,11 @@ class ExperimentStatus(Model):
     start_time: datetime | None = Field(default=None, description="When the first trial was created.")
     completion_time: datetime | None = Field(default=None, description="When the experiment finished.")
     export: ExportStatus | None = Field(default=None, description="What the export wrote.")
+    stage: str | None = Field(
+        default=None,
+        max_length=32,
+        description="A oneShot experiment's stage: SupernetTraining, SubnetSearch or Retraining.",
+    )
 
 
 class ObjectMeta(BaseModel):

@@ -16,6 +16,7 @@ from kubenas.plan.actions import (
     Suggester,
     TellResult,
 )
+from kubenas.plan.oneshot import result_objective
 from kubenas.plan.planner import curve_goal, invalid_plan, needs_suggester, plan
 from kubenas.plan.status import CONDITION_TYPES, conditions, count_trials, export_stale, summarize
 
@@ -38,5 +39,6 @@ __all__ = [
     "invalid_plan",
     "needs_suggester",
     "plan",
+    "result_objective",
     "summarize",
 ]

@@ -32,6 +32,9 @@ class CreateTrial:
     name: str
     index: int
     parameters: Mapping[str, api.ParameterValue]
+    # One-shot stage 2: the trial whose output directory holds the supernet checkpoint; the
+    # backend adds that directory, as the trial sees it, as parameter ``supernet``.
+    supernet: str | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kubenas import api, earlystop, objective
-from kubenas.plan import measurement, status
+from kubenas.plan import measurement, oneshot, status
 from kubenas.plan.actions import (
     Action,
     CompleteExperiment,
@@ -74,7 +74,8 @@ def plan(
     spec = experiment.spec
     prev = experiment.status or api.ExperimentStatus()
     start = prev.start_time or now
-    told = suggester.sync(trials) if suggester is not None else []
+    searched = trials if spec.one_shot is None else oneshot.subnet_trials(trials)
+    told = suggester.sync(searched) if suggester is not None else []
     by_name = {t.name: t for t in trials}
     tells = tuple(TellResult(name, by_name[name].phase) for name in told if name in by_name)
 
@@ -92,11 +93,18 @@ def plan(
 
     outcome = decision.outcome
     completed_now = outcome is not None and not was_terminal
-    best, front = status.best_and_front(spec.objective, trials)
+    best, front = status.best_and_front(spec.objective, results_of(spec, trials))
     exported = status.export_candidate(best, front)
     new_status = status.build_status(
         experiment, trials, decision, now, start, best, front, reopened=was_terminal and not outcome
     )
+    if spec.one_shot is not None:
+        finished = new_status.trials.total - new_status.trials.pending - new_status.trials.queued
+        finished -= new_status.trials.running
+        stage = oneshot.stage(trials, decision.creates)
+        new_status = new_status.model_copy(
+            update={"stage": stage, "progress": f"{finished}/{oneshot.planned_trials(spec)}"}
+        )
 
     actions: list[Action] = [*tells, *decision.stops, *decision.promotions, *decision.creates, *decision.measurements]
     if completed_now and outcome is not None:
@@ -104,6 +112,11 @@ def plan(
     if outcome is not None and exported is not None and (completed_now or status.export_stale(prev, exported)):
         actions.append(ExportBest(exported))
     return Plan(tuple(actions), new_status)
+
+
+def results_of(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> list[api.Trial]:
+    """The trials whose results count for the experiment (one-shot: only the retrained subnets)."""
+    return list(trials) if spec.one_shot is None else oneshot.retrained(trials)
 
 
 def _decide(
@@ -116,7 +129,8 @@ def _decide(
 ) -> Decision:
     spec = experiment.spec
     budget = spec.budget
-    target = objective.reached_target(spec.objective, trials) if spec.objective.target_value is not None else None
+    counted = results_of(spec, trials)
+    target = objective.reached_target(spec.objective, counted) if spec.objective.target_value is not None else None
     failed = sum(t.phase == api.TrialPhase.FAILED for t in trials)
     limit = budget.max_duration_seconds
 
@@ -125,7 +139,7 @@ def _decide(
         outcome = _success(
             api.CompletionReason.TARGET_REACHED,
             f"trial {target.name} reached targetValue {spec.objective.target_value:g}",
-            trials,
+            counted,
             spec,
         )
     elif budget.max_failed_trials is not None and failed > budget.max_failed_trials:
@@ -136,24 +150,40 @@ def _decide(
         )
     elif limit is not None and now - start >= timedelta(seconds=limit):
         outcome = _success(
-            api.CompletionReason.MAX_DURATION, f"maxDuration {budget.max_duration} reached", trials, spec
+            api.CompletionReason.MAX_DURATION, f"maxDuration {budget.max_duration} reached", counted, spec
         )
     if outcome is not None:
         return Decision(outcome, stops=stop_all(trials, outcome))
 
-    stopping, promotions = _early_stops(spec, trials)
-    stopping |= _infeasible_stops(spec, trials)  # "infeasible" says more than a rule's verdict
+    stopping, promotions = _early_stops(spec, counted)
+    stopping |= _infeasible_stops(spec, counted)  # "infeasible" says more than a rule's verdict
     # Stopping a trial whose training is done saves nothing and loses its result.
     finishing = {t.name for t in trials if trained_to_the_end(t)}
     stopping = {name: stop for name, stop in stopping.items() if name not in finishing}
     promotions = tuple(p for p in promotions if p.name not in stopping)
     active = [t for t in trials if not t.phase.is_finished]
     occupied = sum(t.name not in stopping for t in active)
+    measurements = measurement.measurements_due(spec, counted) if measure_cost else ()
+    measuring = measure_cost and measurement.pending(spec, counted)
+    if spec.one_shot is not None:
+        slots = 0 if spec.suspend else max(0, budget.parallel_trials - occupied)
+        following = oneshot.next_trials(spec, experiment.metadata.name, trials, suggester, slots)
+        creates = following.creates
+        if not active and not creates and not measuring and following.done:
+            if following.problem is not None:
+                failed_reason = api.CompletionReason.NO_SUCCESSFUL_TRIAL
+                outcome = Outcome(api.ExperimentPhase.FAILED, failed_reason, following.problem)
+            else:
+                top_k = spec.one_shot.top_k
+                outcome = _success(
+                    api.CompletionReason.BUDGET_SPENT, f"the best {top_k} subnets were retrained", counted, spec
+                )
+        return Decision(
+            outcome, creates=creates, stops=tuple(stopping.values()), promotions=promotions, measurements=measurements
+        )
     slots = 0 if spec.suspend else max(0, min(budget.parallel_trials - occupied, budget.max_trials - len(trials)))
     creates = _creates(experiment.metadata.name, trials, suggester.ask(slots) if slots else [])
 
-    measurements = measurement.measurements_due(spec, trials) if measure_cost else ()
-    measuring = measure_cost and measurement.pending(spec, trials)
     if not active and not creates and not measuring:
         if len(trials) >= budget.max_trials:
             outcome = _success(
