@@ -331,6 +331,21 @@ def checkpoint_dir(experiment_dir: str, trial_name: str) -> str:
     return f"{experiment_dir}/{CHECKPOINTS}/{trial_name}"
 
 
+def trial_output_dir(experiment: api.Experiment, trial_name: str) -> str | None:
+    """A trial's output directory as trial containers see it (on the artifact volume), or None without one."""
+    containers = experiment.spec.trial_template.spec.get("containers") or []
+    experiment_dir = _experiment_dir(containers[0], experiment) if containers else None
+    return None if experiment_dir is None else f"{experiment_dir}/{trial_name}"
+
+
+def one_shot_problem(experiment: api.Experiment) -> str:
+    """Why the operator cannot run ``spec.oneShot`` here, or "" (a cluster-only rule)."""
+    if experiment.spec.one_shot is not None and trial_output_dir(experiment, "supernet") is None:
+        return ("oneShot needs export.artifactVolume, a volume the trial container mounts: the supernet checkpoint "
+                "reaches the search trials there")
+    return ""
+
+
 def _experiment_dir(container: dict[str, Any], experiment: api.Experiment) -> str | None:
     """The experiment's directory on the artifact volume, as the trial container mounts it."""
     volume = experiment.spec.export.artifact_volume

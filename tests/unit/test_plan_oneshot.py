@@ -308,3 +308,23 @@ def test_a_one_shot_spec_outside_the_supernet_is_refused_naming_the_field(change
     with pytest.raises(ValidationError) as err:
         api.Experiment.model_validate(raw)
     assert field.split(".")[-1].split("[")[0] in str(err.value)
+
+
+def test_on_a_cluster_the_checkpoint_travels_on_the_artifact_volume() -> None:
+    from kubenas import workload
+
+    exp = experiment()
+    assert "export.artifactVolume" in workload.one_shot_problem(exp)
+    raw = exp.to_wire()
+    raw["spec"]["export"] = {"artifactVolume": "artifacts"}
+    container = raw["spec"]["trialTemplate"]["spec"]["containers"][0]
+    container["volumeMounts"] = [{"name": "artifacts", "mountPath": "/artifacts/"}]
+    raw["spec"]["trialTemplate"]["spec"]["volumes"] = [{"name": "artifacts", "emptyDir": {}}]
+    mounted = api.Experiment.model_validate(raw)
+    assert workload.one_shot_problem(mounted) == ""
+    assert workload.trial_output_dir(mounted, "os-0") == "/artifacts/os/os-0"
+    # The directory the supernet trial writes to is the one the search trials are given.
+    trial = created(plan.CreateTrial("os-0", 0, oneshot.supernet_parameters(mounted.spec)))
+    trial.metadata.uid = "t"
+    env = workload.build_job(mounted, trial)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "KUBENAS_OUTPUT_DIR", "value": "/artifacts/os/os-0"} in env

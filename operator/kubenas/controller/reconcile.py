@@ -19,6 +19,7 @@ from typing import Any, cast
 import pydantic
 
 from kubenas import api, measurejob, plan, results, validation, workload
+from kubenas.api.oneshot import SUPERNET as ONE_SHOT_SUPERNET
 from kubenas.controller import apply, context, curves, kube, measurements, observe
 from kubenas.controller.context import Context
 
@@ -233,7 +234,7 @@ def _observed_status(
     if seen.state == observe.State.RUNNING:
         return old.model_copy(update={"phase": api.TrialPhase.RUNNING, "message": None, "start_time": start})
     outcome = results.classify_finished_trial(
-        experiment.spec.objective,
+        plan.result_objective(experiment.spec, trial),
         exit_code=seen.exit_code,
         result_text=seen.result_text,
         backend_reason=seen.backend_reason,
@@ -285,7 +286,8 @@ def _plan(ctx: Context, experiment: api.Experiment, trials: list[api.Trial], now
     if checked not in ctx.spec_problems:
         pod_policy = ctx.settings.trial_pod_policy.for_namespace(experiment.metadata.namespace)
         problems = _problems_text(validation.experiment_problems(experiment.spec, pod_policy))
-        _remember_problem(ctx, experiment, problems or measurejob.spec_problem(experiment))
+        problem = problems or measurejob.spec_problem(experiment) or workload.one_shot_problem(experiment)
+        _remember_problem(ctx, experiment, problem)
     if ctx.spec_problems[checked]:
         return plan.invalid_plan(experiment, ctx.spec_problems[checked], now, trials)
     suggester = None
@@ -401,7 +403,10 @@ async def _apply(
 async def _create_trial(
     ctx: Context, experiment: api.Experiment, exp_raw: Mapping[str, Any], action: plan.CreateTrial
 ) -> api.Trial | None:
-    body = workload.build_trial(experiment, action.name, action.index, action.parameters)
+    parameters = dict(action.parameters)
+    if action.supernet is not None:  # one_shot_problem guarantees an artifact volume
+        parameters[ONE_SHOT_SUPERNET] = workload.trial_output_dir(experiment, action.supernet) or ""
+    body = workload.build_trial(experiment, action.name, action.index, parameters)
     try:
         created = await apply.create_owned(ctx.kube, kube.TRIALS, body)
     except apply.OwnedByOther as err:

@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from kubenas import api, objective
+from kubenas import api, objective, plan
 
 PLAIN_PROGRESS_EVERY = 30.0
 MAX_PARAMETERS_SHOWN = 120
@@ -313,7 +313,7 @@ def snapshot_of(experiment: api.Experiment, trials: Sequence[api.Trial], now: da
         metric=metric,
         value_label=metric if not spec.objective.is_multi else "objective",
         finished=len(finished),
-        total=spec.budget.max_trials,
+        total=plan.planned_trials(spec),
         running=running,
         best=status.best_trial or (front[0] if front else None),
         pareto_size=len(front),

@@ -31,7 +31,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from kubenas import api, objective
+from kubenas import api, objective, plan
 from kubenas.local.results import RunDirectory
 
 REPORT_HTML = "report.html"
@@ -149,6 +149,7 @@ def _series(spec: api.ExperimentSpec) -> list[tuple[str, api.Goal]]:
 
 def _best(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> api.Trial | None:
     """The trial the run exports: the best feasible one (Pareto: the first front member)."""
+    trials = plan.results_of(spec, trials)
     best = objective.best_trial(spec.objective, trials)
     if best is None and spec.objective.is_pareto:
         front = objective.pareto_front(spec.objective, trials)
@@ -520,7 +521,7 @@ def render_html(
         f"<!doctype html><html><head><meta charset='utf-8'><title>kubenas: {name}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{name}</h1>",
-        f"<p class='muted'>phase {html.escape(phase)} · {len(finished)} of {spec.budget.max_trials} trials finished"
+        f"<p class='muted'>phase {html.escape(phase)} · {len(finished)} of {plan.planned_trials(spec)} trials finished"
         f" ({html.escape(', '.join(f'{v} {k}' for k, v in sorted(counts.items())) or 'none')})"
         f" · {total_trials - len(finished)} not finished · generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC}</p>",
     ]

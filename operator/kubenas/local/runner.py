@@ -22,6 +22,7 @@ from typing import Any
 
 from kubenas import api, objective, plan, search, workload
 from kubenas import results as trial_results
+from kubenas.api.oneshot import SUPERNET as ONE_SHOT_SUPERNET
 from kubenas.local import report
 from kubenas.local.files import read_regular_file
 from kubenas.local.live import RunningTrial, Snapshot, View, make_view
@@ -142,7 +143,8 @@ class LocalRunner:
         text = _read_result(path)
         if not text or not trial_results.parse_termination_message(text).ok:
             return None  # no result, or one torn by a kill mid-write: not a result, the trial runs again
-        outcome = trial_results.classify_finished_trial(self.spec.objective, exit_code=0, result_text=text)
+        judged_by = plan.result_objective(self.spec, trial)
+        outcome = trial_results.classify_finished_trial(judged_by, exit_code=0, result_text=text)
         status = trial.status.model_copy(
             update={
                 "phase": outcome.phase,
@@ -178,7 +180,7 @@ class LocalRunner:
     def run(self) -> int:
         """Run until the planner completes the experiment or the user interrupts; returns the exit code."""
         finished = sum(1 for t in self.trials.values() if t.phase.is_finished)
-        self.view.start(self.name, self.spec.budget.max_trials, finished)
+        self.view.start(self.name, plan.planned_trials(self.spec), finished)
         previous = _install_interrupt_handler(self)
         try:
             self._loop()
@@ -280,7 +282,10 @@ class LocalRunner:
     # ------------------------------------------------------------------ actions
 
     def _create(self, action: plan.CreateTrial) -> None:
-        raw = workload.build_trial(self.experiment, action.name, action.index, action.parameters)
+        parameters = dict(action.parameters)
+        if action.supernet is not None:
+            parameters[ONE_SHOT_SUPERNET] = str(self.run_dir.output_dir(action.supernet).resolve())
+        raw = workload.build_trial(self.experiment, action.name, action.index, parameters)
         trial = api.Trial.model_validate(raw)
         trial.metadata.creation_timestamp = datetime.now(UTC)
         self._save(trial)
@@ -457,7 +462,7 @@ class LocalRunner:
         # A multi-process trial that a rank failed: that rank's result file and log say why.
         rank = proc.failed_rank if isinstance(proc, RankedTrial) and backend_reason is None else None
         outcome = trial_results.classify_finished_trial(
-            self.spec.objective,
+            plan.result_objective(self.spec, trial),
             exit_code=exit_code,
             result_text=_read_result(self.run_dir.termination_log(name, rank or 0)),
             backend_reason=backend_reason,
@@ -544,7 +549,7 @@ class LocalRunner:
             metric=self.metric,
             value_label=self.metric if not self.spec.objective.is_multi else "objective",
             finished=len(finished),
-            total=self.spec.budget.max_trials,
+            total=plan.planned_trials(self.spec),
             running=list(self.live.values()),
             best=best,
             pareto_size=pareto_size,
@@ -559,7 +564,7 @@ class LocalRunner:
         finished = sum(1 for t in self.trials.values() if t.phase.is_finished)
         if self._best_cache is None or self._best_cache[0] != finished:
             obj = self.spec.objective
-            trials = list(self.trials.values())
+            trials = plan.results_of(self.spec, list(self.trials.values()))
             best = objective.best_trial(obj, trials)
             front = objective.pareto_front(obj, trials) if obj.is_pareto else []
             if best is None and front:

@@ -17,7 +17,7 @@ from kubenas.plan.actions import (
     TellResult,
 )
 from kubenas.plan.oneshot import result_objective
-from kubenas.plan.planner import curve_goal, invalid_plan, needs_suggester, plan
+from kubenas.plan.planner import curve_goal, invalid_plan, needs_suggester, plan, planned_trials, results_of
 from kubenas.plan.status import CONDITION_TYPES, conditions, count_trials, export_stale, summarize
 
 __all__ = [
@@ -39,6 +39,8 @@ __all__ = [
     "invalid_plan",
     "needs_suggester",
     "plan",
+    "planned_trials",
     "result_objective",
+    "results_of",
     "summarize",
 ]

@@ -119,6 +119,11 @@ def results_of(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> list[ap
     return list(trials) if spec.one_shot is None else oneshot.retrained(trials)
 
 
+def planned_trials(spec: api.ExperimentSpec) -> int:
+    """Trials the experiment runs when nothing fails: ``maxTrials``, or the one-shot stages' total."""
+    return spec.budget.max_trials if spec.one_shot is None else oneshot.planned_trials(spec)
+
+
 def _decide(
     experiment: api.Experiment,
     trials: Sequence[api.Trial],
