@@ -193,6 +193,7 @@ class Suggester:
         # Everything below is the Suggester's own compact state.
         self._told: set[str] = set()  # trial names accounted for
         self._finished: dict[str, Loss | None] = {}  # key -> loss told (None: nothing told)
+        self._indices: dict[str, int] = {}  # key -> index of the trial whose loss that is
         self._in_flight: set[str] = set()  # keys of pending/running trials
         self._running_keys: dict[str, str] = {}  # trial name -> key, while it runs
         self._asked: OrderedDict[str, ng.p.Parameter | None] = OrderedDict()  # proposed, not yet finished
@@ -294,6 +295,7 @@ class Suggester:
 
     def _account(self, result: _Result) -> None:
         self._finished[result.key] = result.loss
+        self._indices[result.key] = result.index
         if result.loss is None:
             self._drop_asked(result.key)
         else:
@@ -503,7 +505,9 @@ class Suggester:
                 return key, config, candidate
             known = self._finished.get(key)
             if known is not None:
-                # Telling a repeat its known result moves population-based optimizers along.
+                # Telling a repeat its known result moves population-based optimizers along; with its
+                # trial's index, as its own tell (perhaps still in the replay backlog) would carry.
+                algorithms.attach_trial_index(candidate, self._indices[key])
                 self.optimizer.tell(candidate, known[0] if len(known) == 1 else np.asarray(known))
         if candidate is not None:
             # Optimizers that keep re-proposing their best (1+1 on mixed spaces): stay near it.
