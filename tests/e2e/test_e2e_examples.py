@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_cluster import EXAMPLES, children, load, shrink, status, summary, to_yaml, wait_for
+from e2e_cluster import EXAMPLES, children, load, planned_trials, shrink, status, summary, to_yaml, wait_for
 from kubeapi import Kube, path
 from kubelet import TestKubelet
 
@@ -33,6 +33,20 @@ def _claims(manifest: dict[str, Any]) -> dict[str, str]:
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in volumes}
     mounts = spec["containers"][0].get("volumeMounts") or []
     return {claims[m["name"]]: m["mountPath"] for m in mounts if m["name"] in claims}
+
+
+def _artifacts_here(manifest: dict[str, Any], directory: Path) -> None:
+    """Mount the artifact volume's claim at ``directory``, a new directory on this machine.
+
+    The claim is then bound to that same directory (below), so a path on the volume that a trial
+    is given in its parameters (a one-shot search trial's supernet checkpoint) exists here too.
+    """
+    volume = (manifest["spec"].get("export") or {}).get("artifactVolume")
+    mounts = manifest["spec"]["trialTemplate"]["spec"]["containers"][0].get("volumeMounts") or []
+    for mount in mounts:
+        if volume is not None and mount["name"] == volume:
+            directory.mkdir(parents=True, exist_ok=True)
+            mount["mountPath"] = str(directory)
 
 
 def _local_claim(kube: Kube, namespace: str, claim: str, directory: str) -> str:
@@ -94,6 +108,7 @@ def test_example_runs_to_succeeded(
     tmp_path: Path,
 ) -> None:
     manifest = shrink(load(example), max_trials=2, parallel=2, epochs=1)
+    _artifacts_here(manifest, tmp_path / "artifacts")
     # Data volumes: with the test kubelet, a claim bound to the same directory on this machine.
     for claim, mount_path in _claims(manifest).items():
         if kubelet is None:
@@ -103,7 +118,7 @@ def test_example_runs_to_succeeded(
             pytest.skip(f"{example.name} reads {mount_path}, absent on this machine{hint}")
         volumes.append(_local_claim(kube, namespace, claim, mount_path))
     name = manifest["metadata"]["name"]
-    max_trials = manifest["spec"]["budget"]["maxTrials"]
+    max_trials = planned_trials(manifest)
 
     operator(namespace)
     kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(manifest))
