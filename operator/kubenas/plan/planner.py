@@ -180,9 +180,8 @@ def _decide(
                 outcome = Outcome(api.ExperimentPhase.FAILED, failed_reason, following.problem)
             else:
                 top_k = spec.one_shot.top_k
-                outcome = _success(
-                    api.CompletionReason.BUDGET_SPENT, f"the best {top_k} subnets were retrained", counted, spec
-                )
+                retrained = f"the {top_k} best subnets were retrained" if top_k > 1 else "the best subnet was retrained"
+                outcome = _success(api.CompletionReason.BUDGET_SPENT, retrained, counted, spec)
         return Decision(
             outcome, creates=creates, stops=tuple(stopping.values()), promotions=promotions, measurements=measurements
         )
