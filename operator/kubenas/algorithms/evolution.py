@@ -82,6 +82,7 @@ class _RegularizedEvolution(OrderedGenomeOptimizer):
             self._population.pop(0)  # the oldest, which may be the one just told
 
     def _internal_ask_candidate(self) -> ng.p.Parameter:
+        self._begin_ask()
         genome = None
         started = len(self._told) + len(self._pending)
         if started >= self._s.population and self._population and self._mutable:
@@ -93,19 +94,19 @@ class _RegularizedEvolution(OrderedGenomeOptimizer):
         if genome is None:
             genome = self._random_fresh()
         if genome is None:
-            genome = self._settle(dimensions.random(self._dims, self._rng, 1)[0])
+            genome = self._settle(dimensions.random(self._dims, self._draws, 1)[0])
         return self._propose(genome)
 
     def _tournament(self) -> np.ndarray:
         """The best of ``tournament`` members drawn without replacement."""
         size = min(self._s.tournament, len(self._population))
-        drawn = self._rng.choice(len(self._population), size=size, replace=False)
+        drawn = self._draws.choice(len(self._population), size=size, replace=False)
         best = min(drawn, key=lambda i: self._population[i].loss)
         return self._population[best].genome
 
     def _mutate(self, parent: np.ndarray) -> np.ndarray:
         """``parent`` with one dimension changed."""
-        rng = self._rng
+        rng = self._draws
         child = parent.copy()
         i = self._mutable[rng.randint(len(self._mutable))]
         d = self._dims[i]

@@ -7,6 +7,11 @@ makes the rebuilt state the one the uninterrupted search had, and a result told 
 asked is learnt exactly as one it proposed.
 
 Proposals never repeat a configuration told or still pending (asked, not yet told).
+
+Random draws come from a stream keyed by the seed, the latest trial index and the number of
+results learnt, and the asks since the last one. A rebuilt optimizer starts again from its seed;
+with one stream it would replay, after every rebuild, the random choices it made after the
+previous one.
 """
 
 from __future__ import annotations
@@ -48,8 +53,17 @@ class OrderedGenomeOptimizer(base.Optimizer):
         self._max_pending = 4 * num_workers + 64  # proposals never told (dropped by the caller) age out
         self._last_index = -1
         self._arrivals = 0
+        self._seed = int(self._rng.randint(2**31))  # from the parametrization's seeded random state
+        self._asks_since_tell = 0
+        self._draws = np.random.RandomState(self._seed)
         # The base class archives every told point; keep only a few (memory is bounded per Suggester).
         self.pruning = Pruning(min_len=10, max_len=40)
+
+    def _begin_ask(self) -> None:
+        """Key this ask's random draws (``self._draws``) by the results learnt so far."""
+        learnt = [self._last_index + 1, len(self._told), self._asks_since_tell]
+        self._draws = np.random.RandomState([self._seed, *learnt])
+        self._asks_since_tell += 1
 
     def _fresh(self, genome: np.ndarray) -> bool:
         """Whether ``genome`` (as read back from a candidate) is neither told nor pending."""
@@ -68,7 +82,7 @@ class OrderedGenomeOptimizer(base.Optimizer):
         return candidate
 
     def _random_fresh(self, tries: int = 64) -> np.ndarray | None:
-        for genome in self._settle_all(dimensions.random(self._dims, self._rng, tries)):
+        for genome in self._settle_all(dimensions.random(self._dims, self._draws, tries)):
             if self._fresh(genome):
                 return genome
         return None
@@ -83,6 +97,7 @@ class OrderedGenomeOptimizer(base.Optimizer):
         if key in self._told:
             return  # a repeat says nothing new
         self._told.add(key)
+        self._asks_since_tell = 0
         index = trial_index_of(candidate)
         if index is not None:
             self._last_index = max(self._last_index, index)

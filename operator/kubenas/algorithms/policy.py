@@ -217,7 +217,7 @@ class _PolicyGradient(OrderedGenomeOptimizer):
 
     def _sample(self, state: _State, flatness: float) -> np.ndarray:
         """A genome drawn from the policy (``flatness`` > 1: logits divided, standard deviations multiplied)."""
-        rng = self._rng
+        rng = self._draws
         genome = np.empty(len(self._dims))
         for i, (d, (kind, k)) in enumerate(zip(self._dims, self._kinds, strict=True)):
             if kind == "gauss":
@@ -235,6 +235,7 @@ class _PolicyGradient(OrderedGenomeOptimizer):
         return self._settle(genome)
 
     def _internal_ask_candidate(self) -> ng.p.Parameter:
+        self._begin_ask()
         state = self._caught_up()
         for flatness in _FLATNESS:
             for _ in range(self._s.redraws):
