@@ -61,21 +61,41 @@ TRIAL_LATENCY = "latency_ms_trial"
 """Where the trial's own ``latency_ms`` is kept once a later measurement replaces it."""
 
 
-def with_measurement(status: api.TrialStatus, result_text: str | bytes | None) -> api.TrialStatus:
+REPRODUCED_WITHIN = 1.5
+"""Two latency medians of one model within this ratio of each other reproduce a value (trusted)."""
+
+
+def with_measurement(
+    status: api.TrialStatus, result_text: str | bytes | None, *, replace: bool = False
+) -> api.TrialStatus:
     """``status`` after one more latency measurement whose result (termination message) is ``result_text``.
 
-    A result with ``latency_ms`` replaces the trial's latency metrics (the first time, the trial's
-    own value is kept as ``latency_ms_trial``) and its noisy flags; a missing or invalid one only
-    counts the attempt. Either way ``costMeasurements`` goes up by one.
+    Interference only makes a forward look slower (the trial image times CPU time), so every
+    median is an upper bound and the least disturbed one is kept: the new result's latency
+    metrics replace the current ones when its ``latency_ms`` is lower (or when ``replace``: the
+    first measurement on a deployment target, ``remeasure: Always``). The value is trusted (not
+    noisy) when the new round was quiet or when the new and the kept medians agree within
+    ``REPRODUCED_WITHIN``: a disturbance large enough to matter does not repeat itself to within
+    that. The trial's own value stays as ``latency_ms_trial``. A missing or invalid result only
+    counts the attempt; either way ``costMeasurements`` goes up by one.
     """
     attempts = (status.cost_measurements or 0) + 1
     parsed = parse_termination_message(result_text)
     if not parsed.ok or "latency_ms" not in parsed.metrics:
         return status.model_copy(update={"cost_measurements": attempts})
     metrics = dict(status.metrics)
+    kept = None if replace else metrics.get("latency_ms")
+    new = parsed.metrics["latency_ms"]
     if TRIAL_LATENCY not in metrics and "latency_ms" in metrics:
         metrics[TRIAL_LATENCY] = metrics["latency_ms"]
-    metrics.update({name: parsed.metrics[name] for name in MEASURED_METRICS if name in parsed.metrics})
+    quiet = parsed.metrics.get("latency_noisy", 0.0) < 0.5
+    reproduced = kept is not None and max(new, kept) <= REPRODUCED_WITHIN * min(new, kept)
+    if kept is None or new < kept:
+        metrics.update({name: parsed.metrics[name] for name in MEASURED_METRICS if name in parsed.metrics})
+        trusted = quiet or reproduced
+    else:
+        trusted = reproduced or "latency_ms" not in noisy_metrics(metrics)
+    metrics["latency_noisy"] = 0.0 if trusted else 1.0
     return status.model_copy(
         update={"metrics": metrics, "noisy_metrics": noisy_metrics(metrics), "cost_measurements": attempts}
     )

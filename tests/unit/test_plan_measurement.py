@@ -104,7 +104,7 @@ def test_never_and_a_backend_without_the_model_leave_noisy_trials_out() -> None:
         assert "exp-0" not in {m.name for m in decided.status.pareto_front or []}
 
 
-def test_a_measurement_replaces_the_latency_and_keeps_the_trials_own_value() -> None:
+def test_a_measurement_keeps_the_least_disturbed_latency_and_the_trials_own_value() -> None:
     status = measured_trial(0, latency=176.0, noisy=True).status
     result = b'{"latency_ms": 1.0, "latency_ms_spread": 0.05, "latency_noisy": 0, "accuracy": 0.1}'
     measured = results.with_measurement(status, result)
@@ -112,9 +112,25 @@ def test_a_measurement_replaces_the_latency_and_keeps_the_trials_own_value() -> 
     assert measured.metrics["accuracy"] == 0.9  # only latency metrics are taken from a measurement
     assert measured.noisy_metrics == [] and measured.cost_measurements == 1
 
-    again = results.with_measurement(measured, b'{"latency_ms": 3.0, "latency_noisy": 1}')
-    assert again.metrics["latency_ms_trial"] == 176.0 and again.noisy_metrics == ["latency_ms"]
-    assert again.cost_measurements == 2
+    slower = results.with_measurement(measured, b'{"latency_ms": 3.0, "latency_noisy": 1}')
+    assert slower.metrics["latency_ms"] == 1.0 and slower.noisy_metrics == []  # interference only slows
+    assert slower.metrics["latency_ms_trial"] == 176.0 and slower.cost_measurements == 2
+
+
+def test_a_value_two_disturbed_measurements_reproduce_is_trusted() -> None:
+    status = measured_trial(0, latency=0.81, noisy=True).status
+    wide = results.with_measurement(status, b'{"latency_ms": 1.31, "latency_noisy": 1}')
+    assert wide.metrics["latency_ms"] == 0.81 and wide.noisy_metrics == ["latency_ms"]  # 1.6x apart
+    close = results.with_measurement(wide, b'{"latency_ms": 0.73, "latency_noisy": 1}')
+    assert close.metrics["latency_ms"] == 0.73 and close.noisy_metrics == []  # 0.73 and 0.81 agree
+    far = results.with_measurement(status, b'{"latency_ms": 0.3, "latency_noisy": 1}')
+    assert far.metrics["latency_ms"] == 0.3 and far.noisy_metrics == ["latency_ms"]
+
+
+def test_the_first_measurement_on_a_deployment_target_replaces_a_faster_trial_node() -> None:
+    status = measured_trial(0, latency=0.5).status
+    target = results.with_measurement(status, b'{"latency_ms": 4.0, "latency_noisy": 0}', replace=True)
+    assert target.metrics["latency_ms"] == 4.0 and target.metrics["latency_ms_trial"] == 0.5
 
 
 def test_a_failed_measurement_only_counts_the_attempt() -> None:

@@ -96,7 +96,7 @@ async def _reconcile(ctx: Context, key: Key) -> bool:
         return False
     children = _children(experiment, *listed)
     trials = await _observe_trials(ctx, experiment, raw, children, now)
-    trials = await measurements.record_finished(ctx, trials, children.trials, listed[1], listed[2], now)
+    trials = await measurements.record_finished(ctx, experiment, trials, children.trials, listed[1], listed[2], now)
     await curves.poll(ctx, experiment, trials, children.trials, children.pods)
     try:
         decided = await asyncio.get_running_loop().run_in_executor(ctx.executor, _plan, ctx, experiment, trials, now)

@@ -422,7 +422,9 @@ class LocalRunner:
         self.measuring.pop(name, None)
         self.run_dir.processes.remove(measurement_key(name))
         trial = self.trials[name]
-        status = trial_results.with_measurement(trial.status, _read_result(self.run_dir.measurement_log(name)))
+        first_on_target = objective.awaits_first_measurement(self.spec.cost_measurement, trial)
+        result = _read_result(self.run_dir.measurement_log(name))
+        status = trial_results.with_measurement(trial.status, result, replace=first_on_target)
         measured = trial.model_copy(update={"status": status})
         self._save(measured)
         self._best_cache = None
