@@ -4,7 +4,8 @@
 
 With ``--replay``, each run's later latency measurements (the ``measured again: X ms`` lines of
 its ``kubenas run`` output, saved as ``run.log`` beside the result directory's parent) are
-applied again, in order, to the trial's own result through ``kubenas.results.with_measurement``,
+applied again, in order and only while the trial is still noisy (as the planner asks for them), to
+the trial's own result through ``kubenas.results.with_measurement``,
 and the fronts are recomputed by ``kubenas.objective.pareto_front``: the current rules on the
 recorded measurements.
 
@@ -48,6 +49,7 @@ def _front(run_dir: Path) -> set[str]:
 def _replayed(run_dir: Path, trials: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """The trials with their measurements applied again by the current rules, and the front they give."""
     spec = load_experiment(run_dir / "experiment.yaml")[0].spec
+    attempts = spec.cost_measurement.attempts
     log = (run_dir.parent.parent / "run.log").read_text()
     later: dict[str, list[bytes]] = {}
     for name, value, noisy in MEASURED.findall(log):
@@ -61,6 +63,8 @@ def _replayed(run_dir: Path, trials: dict[str, dict[str, Any]]) -> tuple[dict[st
             metrics["latency_noisy"] = 1.0
         status = api.TrialStatus(phase=record["phase"], metrics=metrics, noisy_metrics=results.noisy_metrics(metrics))
         for result in later.get(record["name"], []):
+            if "latency_ms" not in status.noisy_metrics or (status.cost_measurements or 0) >= attempts:
+                break  # the planner measures a trial again only while it is noisy
             status = results.with_measurement(status, result)
         out[key] = {**record, "metrics": status.metrics, "noisyMetrics": status.noisy_metrics}
         parsed.append(api.Trial(metadata=api.ObjectMeta(name=key),
