@@ -47,7 +47,7 @@ def test_crds_apply_explain_and_printer_columns(
     assert table[0].split() == ["NAME", "PHASE", "TRIALS", "QUEUED", "BEST", "AGE"], table
     assert table[1].split()[0] == "iris-hpo"
     wide = kubectl("get", "nasexp", "-n", namespace, "-o", "wide").stdout.splitlines()
-    assert wide[0].split() == ["NAME", "PHASE", "TRIALS", "QUEUED", "BEST", "AGE", "REASON"], wide
+    assert wide[0].split() == ["NAME", "PHASE", "TRIALS", "QUEUED", "BEST", "AGE", "REASON", "STAGE"], wide
     trials = kubectl("get", "nastrial", "-n", namespace)
     assert "No resources found" in trials.stderr + trials.stdout
 
