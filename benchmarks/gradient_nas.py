@@ -149,7 +149,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| method | seed | derived / best cell | skip | none | val acc | test acc | search CPU s | "
              "retrain CPU s | total CPU s | evaluations |", "|" + "---|" * 11]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['seed']} | `{r['cell']}` | {r['skip_share']:.2f} | {r['none_share']:.2f} | "
+        cell = r["cell"].replace("|", "\\|")  # a pipe inside a table cell, even in code, ends the cell
+        lines.append(f"| {r['method']} | {r['seed']} | `{cell}` | {r['skip_share']:.2f} | {r['none_share']:.2f} | "
                      f"{r['accuracy']:.3f} | {r['test_accuracy']:.3f} | {r['search_cpu']:.0f} | "
                      f"{r['retrain_cpu']:.0f} | {r['cpu']:.0f} | {r['evaluations']} |")
     lines += ["", "| method | seeds | test acc median (min–max) | skip share mean | none share mean | "

@@ -104,7 +104,7 @@ SPECS: dict[str, Spec] = {
                                        "every exchange) before failing", min=1.0, max=86_400.0),
     # gradient-based cell search (mode gradient-search)
     "search_method": _c("gdas", "gdas (Gumbel-softmax, one sampled operation per edge) or darts (softmax "
-                                "mixture, first order; collapses to parameter-free operations)", SEARCH_METHODS),
+                                "mixture, first order; known to collapse in long searches)", SEARCH_METHODS),
     "arch_lr": Spec(float, 0.003, "gradient-search: Adam learning rate of the architecture weights",
                     min=1e-6, max=1.0),
     "arch_warmup": Spec(float, 0.5, "gradient-search: share of the epochs that train only the network weights "
