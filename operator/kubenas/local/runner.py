@@ -274,7 +274,8 @@ class LocalRunner:
             elif isinstance(action, plan.MeasureCost):
                 self._measure(action)
             elif isinstance(action, plan.ExportBest):
-                status = status.model_copy(update={"export": self._export(action.trial)})
+                # best.json carries the front of the plan being applied, not the status it replaces.
+                status = status.model_copy(update={"export": self._export(action.trial, status.pareto_front)})
         if status != self.status:
             self.status = status
             self.run_dir.save_status(self.status)
@@ -491,10 +492,10 @@ class LocalRunner:
         self.run_dir.append_finished(trial_record(trial, value))
         self.view.trial_finished(trial, value, self._snapshot())
 
-    def _export(self, best: api.TrialSummary) -> api.ExportStatus:
-        """best.json and the best trial's artifacts (in best/); the status records where they went."""
+    def _export(self, best: api.TrialSummary, front: list[api.TrialSummary] | None = None) -> api.ExportStatus:
+        """best.json (with ``front``, else the status's) and the best trial's artifacts (in best/)."""
         artifacts = self.run_dir.output_dir(best.name)
-        skipped = self.run_dir.write_best(self._best_document(best), artifacts)
+        skipped = self.run_dir.write_best(self._best_document(best, front), artifacts)
         if skipped:
             shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
             self.view.message(f"note: best/ leaves out {len(skipped)} item(s) of {best.name}'s output: {shown}")
@@ -574,10 +575,11 @@ class LocalRunner:
             self._best_cache = (finished, None if best is None else plan.summarize(obj, best), len(front))
         return self._best_cache[1], self._best_cache[2]
 
-    def _best_document(self, best: api.TrialSummary) -> dict[str, Any]:
+    def _best_document(self, best: api.TrialSummary, front: list[api.TrialSummary] | None = None) -> dict[str, Any]:
         output = self.run_dir.output_dir(best.name)
         artifacts = "best/" if output.is_dir() else None
-        return best_document(self.experiment, best, read_architecture(output), self.status.pareto_front, artifacts)
+        chosen = self.status.pareto_front if front is None else front
+        return best_document(self.experiment, best, read_architecture(output), chosen, artifacts)
 
     def _write_outputs(self) -> None:
         """The report, and best.json unless the planner's ExportBest already wrote it (an interrupted
