@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import yaml
 from kubeapi import ApiError, Kube, now_micro, path
+from kubenas.api import ExperimentPhase, TrialPhase
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -44,6 +45,8 @@ FAST_OPERATOR_ENV = {
 }
 
 T = TypeVar("T")
+FINISHED_EXPERIMENT = frozenset(str(p) for p in ExperimentPhase if p.is_finished)
+FINISHED_TRIAL = frozenset(str(p) for p in TrialPhase if p.is_finished)
 NAMESPACE_TIMEOUT = 120.0  # seconds a namespace may take to be gone after its delete
 
 
@@ -246,6 +249,34 @@ def children(kube: Kube, namespace: str, name: str) -> dict[str, list[dict[str, 
     }
 
 
+def phase(obj: Mapping[str, Any]) -> str | None:
+    return (obj.get("status") or {}).get("phase")
+
+
+def running_pods(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
+    return [p for p in children(kube, namespace, name)["pods"] if phase(p) == "Running"]
+
+
+def wait_finished(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    timeout: float,
+    what: str = "the experiment finishes",
+    *,
+    interval: float = 0.5,
+    state: Callable[[], Any] | None = None,
+) -> dict[str, Any]:
+    """The Experiment's status once its phase is a finished one (Succeeded, Failed, Stopped)."""
+    return wait_for(
+        lambda: (s := status(kube, namespace, name)).get("phase") in FINISHED_EXPERIMENT and s,
+        timeout,
+        what,
+        interval=interval,
+        state=state or (lambda: summary(kube, namespace, name)),
+    )
+
+
 def names(objs: Sequence[Mapping[str, Any]]) -> list[str]:
     return sorted(o["metadata"]["name"] for o in objs)
 
@@ -392,3 +423,47 @@ class SessionLock:
 def _parse_time(text: str) -> float:
     """Seconds since the epoch of an RFC 3339 time (Time or MicroTime)."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+# --- volumes
+
+
+def local_claim(kube: Kube, namespace: str, claim: str, directory: str, access_mode: str) -> str:
+    """PVC ``claim``, bound to a new hostPath PersistentVolume on ``directory``; returns the PV's name.
+
+    The PV is cluster-scoped: the caller deletes it (the namespace's deletion does not).
+    """
+    pv_name = f"{namespace}-{claim}"[:63]
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name, "labels": {"kubenas.io/e2e": "true"}},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": [access_mode],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": directory, "type": "Directory"},
+            "claimRef": {"namespace": namespace, "name": claim},
+        },
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": namespace},
+        "spec": {
+            "accessModes": [access_mode],
+            "storageClassName": "",
+            "volumeName": pv_name,
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    kube.create(path("v1", "persistentvolumes"), pv)
+    try:
+        kube.create(path("v1", "persistentvolumeclaims", namespace), pvc)
+        claim_path = path("v1", "persistentvolumeclaims", namespace, claim)
+        wait_for(lambda: (kube.get(claim_path).get("status") or {}).get("phase") == "Bound", 60, f"PVC {claim} Bound")
+    except BaseException:
+        kube.delete(path("v1", "persistentvolumes", name=pv_name))
+        raise
+    return pv_name

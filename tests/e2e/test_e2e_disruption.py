@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_cluster import children, quick_experiment, status, summary, to_yaml, wait_for
+from e2e_cluster import children, local_claim, quick_experiment, running_pods, summary, to_yaml, wait_finished, wait_for
 from kubeapi import Kube, path
 from kubelet import TestKubelet
 
@@ -25,36 +25,8 @@ def artifact_claim(kube: Kube, namespace: str, tmp_path: Path) -> Iterator[Path]
     """PVC ``artifacts`` bound to a hostPath PersistentVolume on a local directory, which is returned."""
     directory = tmp_path / "artifacts"
     directory.mkdir()
-    pv_name = f"{namespace}-artifacts"[:63]
-    pv = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": pv_name, "labels": {"kubenas.io/e2e": "true"}},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "hostPath": {"path": str(directory), "type": "Directory"},
-            "claimRef": {"namespace": namespace, "name": "artifacts"},
-        },
-    }
-    pvc = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "artifacts", "namespace": namespace},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "",
-            "volumeName": pv_name,
-            "resources": {"requests": {"storage": "1Gi"}},
-        },
-    }
-    kube.create(path("v1", "persistentvolumes"), pv)
+    pv_name = local_claim(kube, namespace, "artifacts", str(directory), "ReadWriteOnce")
     try:
-        kube.create(path("v1", "persistentvolumeclaims", namespace), pvc)
-        claim = path("v1", "persistentvolumeclaims", namespace, "artifacts")
-        wait_for(lambda: (kube.get(claim).get("status") or {}).get("phase") == "Bound", 60, "PVC artifacts Bound")
         yield directory
     finally:
         kube.delete(path("v1", "persistentvolumes", name=pv_name))
@@ -95,18 +67,13 @@ def test_an_evicted_trial_pod_is_replaced_and_resumes_from_its_checkpoint(
     operator(namespace)
     kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(manifest))
     wait_for(lambda: saved_epoch(checkpoint) >= 3, 120, "three epochs checkpointed", state=state)
-    [first] = [p for p in children(kube, namespace, name)["pods"] if (p.get("status") or {}).get("phase") == "Running"]
+    [first] = running_pods(kube, namespace, name)
     pod_name = first["metadata"]["name"]
     eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod_name, "namespace": namespace}}
     kube.create(path("v1", "pods", namespace, pod_name, sub="eviction"), eviction)
     evicted_at = saved_epoch(checkpoint)
 
-    st = wait_for(
-        lambda: (s := status(kube, namespace, name)).get("phase") in ("Succeeded", "Failed") and s,
-        180,
-        "the experiment finishes",
-        state=state,
-    )
+    st = wait_finished(kube, namespace, name, 180, state=state)
     assert st["phase"] == "Succeeded", state()
     assert st["trials"]["failed"] == 0, st["trials"]
     [trial] = children(kube, namespace, name)["trials"]

@@ -16,14 +16,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_cluster import EXAMPLES, children, load, planned_trials, shrink, status, summary, to_yaml, wait_for
+from e2e_cluster import (
+    EXAMPLES,
+    FINISHED_TRIAL,
+    children,
+    load,
+    local_claim,
+    planned_trials,
+    shrink,
+    summary,
+    to_yaml,
+    wait_finished,
+    wait_for,
+)
 from kubeapi import Kube, path
 from kubelet import TestKubelet
 
 pytestmark = pytest.mark.e2e
 
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
-FINISHED = ("Succeeded", "Failed", "Stopped")
 
 
 def _claims(manifest: dict[str, Any]) -> dict[str, str]:
@@ -47,40 +58,6 @@ def _artifacts_here(manifest: dict[str, Any], directory: Path) -> None:
         if volume is not None and mount["name"] == volume:
             directory.mkdir(parents=True, exist_ok=True)
             mount["mountPath"] = str(directory)
-
-
-def _local_claim(kube: Kube, namespace: str, claim: str, directory: str) -> str:
-    """A PVC bound to a new hostPath PersistentVolume on ``directory``; returns the PV's name."""
-    pv_name = f"{namespace}-{claim}"[:63]
-    pv = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": pv_name, "labels": {"kubenas.io/e2e": "true"}},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadOnlyMany"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "hostPath": {"path": directory, "type": "Directory"},
-            "claimRef": {"namespace": namespace, "name": claim},
-        },
-    }
-    pvc = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": claim, "namespace": namespace},
-        "spec": {
-            "accessModes": ["ReadOnlyMany"],
-            "storageClassName": "",
-            "volumeName": pv_name,
-            "resources": {"requests": {"storage": "1Gi"}},
-        },
-    }
-    kube.create(path("v1", "persistentvolumes"), pv)
-    kube.create(path("v1", "persistentvolumeclaims", namespace), pvc)
-    claim_path = path("v1", "persistentvolumeclaims", namespace, claim)
-    wait_for(lambda: (kube.get(claim_path).get("status") or {}).get("phase") == "Bound", 60, f"PVC {claim} Bound")
-    return pv_name
 
 
 @pytest.fixture
@@ -116,7 +93,7 @@ def test_example_runs_to_succeeded(
         if not os.path.isdir(mount_path):
             hint = " (apt-get install dataset-fashion-mnist)" if "fashion-mnist" in mount_path else ""
             pytest.skip(f"{example.name} reads {mount_path}, absent on this machine{hint}")
-        volumes.append(_local_claim(kube, namespace, claim, mount_path))
+        volumes.append(local_claim(kube, namespace, claim, mount_path, "ReadOnlyMany"))
     name = manifest["metadata"]["name"]
     max_trials = planned_trials(manifest)
 
@@ -124,20 +101,14 @@ def test_example_runs_to_succeeded(
     kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(manifest))
     # What a GitOps tool or a script waits on: the kstatus Ready condition, set once it Succeeded.
     ready = kubectl_wait_ready(kubectl_bin, kubeconfig, namespace, name)
-    st = wait_for(
-        lambda: (s := status(kube, namespace, name)).get("phase") in FINISHED and s,
-        360,
-        f"{example.name} finishes",
-        interval=1.0,
-        state=lambda: summary(kube, namespace, name),
-    )
+    st = wait_finished(kube, namespace, name, 360, f"{example.name} finishes", interval=1.0)
     assert st["phase"] == "Succeeded", summary(kube, namespace, name)
 
     kids = children(kube, namespace, name)
     phases = [(t.get("status") or {}).get("phase") for t in kids["trials"]]
     assert 1 <= len(phases) <= max_trials, phases
     assert "Succeeded" in phases, summary(kube, namespace, name)
-    assert all(p in ("Succeeded", "Failed", "EarlyStopped", "Stopped") for p in phases), phases
+    assert all(p in FINISHED_TRIAL for p in phases), phases
 
     exported = kube.get(path("v1", "configmaps", namespace, f"{name}-best"))
     assert exported["data"]["trial"].startswith(f"{name}-")

@@ -9,30 +9,24 @@ from typing import Any
 
 import pytest
 from e2e_cluster import (
+    FINISHED_TRIAL,
     children,
     condition,
     delete_namespace,
     names,
+    phase,
     quick_experiment,
+    running_pods,
     status,
     summary,
     to_yaml,
+    wait_finished,
     wait_for,
 )
 from kubeapi import Kube, path
 from kubelet import TestKubelet
 
 pytestmark = pytest.mark.e2e
-
-FINISHED_TRIAL = ("Succeeded", "Failed", "EarlyStopped", "Stopped")
-
-
-def _phase(obj: dict[str, Any]) -> str | None:
-    return (obj.get("status") or {}).get("phase")
-
-
-def _running_pods(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
-    return [p for p in children(kube, namespace, name)["pods"] if _phase(p) == "Running"]
 
 
 @pytest.mark.timeout(300)
@@ -46,14 +40,14 @@ def test_operator_killed_and_restarted(
     state = lambda: summary(kube, namespace, name)  # noqa: E731
 
     # 1. Killed while its first trials run.
-    wait_for(lambda: _running_pods(kube, namespace, name), 90, "a trial pod Running", state=state)
+    wait_for(lambda: running_pods(kube, namespace, name), 90, "a trial pod Running", state=state)
     op.kill()
     time.sleep(6)  # the trials end while no operator watches
     op.start()
     # 2. Killed again once some trials have finished and others were created.
     wait_for(
         lambda: (
-            sum(_phase(t) in FINISHED_TRIAL for t in children(kube, namespace, name)["trials"]) >= 2
+            sum(phase(t) in FINISHED_TRIAL for t in children(kube, namespace, name)["trials"]) >= 2
             and len(children(kube, namespace, name)["trials"]) >= 4
         ),
         120,
@@ -62,19 +56,14 @@ def test_operator_killed_and_restarted(
     )
     op.kill()
     op.start()
-    st = wait_for(
-        lambda: (s := status(kube, namespace, name)).get("phase") in ("Succeeded", "Failed") and s,
-        180,
-        "the experiment finishes",
-        state=state,
-    )
+    st = wait_finished(kube, namespace, name, 180, state=state)
     assert st["phase"] == "Succeeded", state()
 
     kids = children(kube, namespace, name)
     trials = kids["trials"]
     assert names(trials) == sorted(f"{name}-{i}" for i in range(max_trials)), names(trials)
     assert sorted(t["spec"]["index"] for t in trials) == list(range(max_trials))
-    assert all(_phase(t) == "Succeeded" for t in trials), state()
+    assert all(phase(t) == "Succeeded" for t in trials), state()
     configurations = {tuple(sorted(t["spec"]["parameters"].items())) for t in trials}
     assert len(configurations) == max_trials, "a configuration ran twice"
     # No orphan Job: each one belongs to a Trial, and the finished ones are deleted.
@@ -99,7 +88,7 @@ def test_experiment_deleted_while_running(
     op = operator(namespace)
     kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(quick_experiment(name, seconds=300, max_trials=4)))
     state = lambda: summary(kube, namespace, name)  # noqa: E731
-    wait_for(lambda: len(_running_pods(kube, namespace, name)) == 2, 90, "2 trial pods Running", state=state)
+    wait_for(lambda: len(running_pods(kube, namespace, name)) == 2, 90, "2 trial pods Running", state=state)
 
     kids = children(kube, namespace, name)
     exp = kube.get(path("kubenas.io/v1alpha1", "experiments", namespace, name))
@@ -217,7 +206,7 @@ def test_failed_trials_get_their_reason_from_the_real_pod_and_job(
 
     def finished_trial(name: str) -> dict[str, Any] | None:
         trials = children(kube, namespace, name)["trials"]
-        done = [t for t in trials if _phase(t) in FINISHED_TRIAL]
+        done = [t for t in trials if phase(t) in FINISHED_TRIAL]
         return (done[0].get("status") or {}) if done else None
 
     st = wait_for(lambda: finished_trial("deadline"), 90, "the deadline trial ends")

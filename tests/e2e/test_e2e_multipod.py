@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_cluster import children, quick_experiment, status, summary, to_yaml, wait_for
+from e2e_cluster import children, quick_experiment, summary, to_yaml, wait_finished, wait_for
 from kubeapi import Kube, path
 
 pytestmark = pytest.mark.e2e
@@ -35,11 +35,7 @@ def test_two_pod_trial_on_the_real_job_controller(
     # One after the other: on the test kubelet both trials' rank 0 would listen on MASTER_PORT of one host.
     kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(two_pod_experiment("ddp")))
 
-    def done(name: str) -> dict[str, Any] | None:
-        st = status(kube, namespace, name)
-        return st if st.get("phase") in ("Succeeded", "Failed") else None
-
-    st = wait_for(lambda: done("ddp"), 300, "the 2-pod trial ends", state=lambda: summary(kube, namespace, "ddp"))
+    st = wait_finished(kube, namespace, "ddp", 300, "the 2-pod trial ends")
     assert st["phase"] == "Succeeded", summary(kube, namespace, "ddp")
     kids = children(kube, namespace, "ddp")
     [trial] = kids["trials"]
@@ -63,7 +59,7 @@ def test_two_pod_trial_on_the_real_job_controller(
     assert service["metadata"]["ownerReferences"][0]["uid"] == trial["metadata"]["uid"]
 
     kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(two_pod_experiment("crash", "--crash-rank", "1")))
-    wait_for(lambda: done("crash"), 300, "the crashing trial ends", state=lambda: summary(kube, namespace, "crash"))
+    wait_finished(kube, namespace, "crash", 300, "the crashing trial ends")
     [trial] = children(kube, namespace, "crash")["trials"]
     got = trial["status"]
     assert (got["phase"], got.get("reason")) == ("Failed", "ExitCode"), summary(kube, namespace, "crash")

@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_cluster import CHART, create_namespace, delete_namespace, quick_experiment, status, summary, to_yaml, wait_for
+from e2e_cluster import (
+    CHART,
+    create_namespace,
+    delete_namespace,
+    quick_experiment,
+    summary,
+    to_yaml,
+    wait_finished,
+)
 from kubeapi import Kube, path
 
 pytestmark = pytest.mark.e2e
@@ -74,12 +82,7 @@ def test_operator_runs_with_the_chart_service_account(
         op = operator(namespace, config=config)
         name = "rbac"
         kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(quick_experiment(name, seconds=1, max_trials=3)))
-        st = wait_for(
-            lambda: (s := status(kube, namespace, name)).get("phase") in ("Succeeded", "Failed") and s,
-            150,
-            "the experiment finishes",
-            state=lambda: summary(kube, namespace, name),
-        )
+        st = wait_finished(kube, namespace, name, 150)
         assert st["phase"] == "Succeeded", summary(kube, namespace, name)
         assert kube.get(path("v1", "configmaps", namespace, f"{name}-best"))
         op.stop()
