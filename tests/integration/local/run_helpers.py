@@ -11,6 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
+from kubenas.local.runner import RUN_DIR_ENV
+
 STUB = Path(__file__).with_name("stub_trial.py")
 
 
@@ -88,3 +91,16 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60, what: str = "co
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def live_trial_processes(run_dir: Path) -> list[psutil.Process]:
+    """The run's trial processes still alive (not zombies), found by the run marker in their environment."""
+    marker = str(run_dir.resolve())
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(RUN_DIR_ENV) == marker and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found

@@ -16,19 +16,16 @@ from typing import Any
 import psutil
 import pytest
 from kubenas import cli
-from run_helpers import child_env, kubenas_command, records, run_kubenas, start_kubenas, stub_manifest, wait_for
-
-
-def live_trial_processes(run_dir: Path) -> list[psutil.Process]:
-    marker = str(run_dir.resolve())
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("KUBENAS_LOCAL_RUN") == marker and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            pass
-    return found
+from run_helpers import (
+    child_env,
+    kubenas_command,
+    live_trial_processes,
+    records,
+    run_kubenas,
+    start_kubenas,
+    stub_manifest,
+    wait_for,
+)
 
 
 def test_small_experiment_runs_to_a_best_trial_and_a_report(tmp_path: Path, write_manifest, capsys) -> None:
@@ -298,9 +295,22 @@ def test_a_noisy_latency_is_measured_again_from_the_saved_model(tmp_path: Path, 
     """The stub copies a real trained model and flags its own latency (= layers, in ms) noisy on odd layers."""
     model = tmp_path / "model"
     env = {**child_env(), "KUBENAS_OUTPUT_DIR": str(model), "KUBENAS_TERMINATION_LOG": str(tmp_path / "result")}
-    trained = subprocess.run([sys.executable, "-m", "kubenas_trial", "--param=dataset=digits", "--param=epochs=1",
-                              "--param=stages=1", "--param=width=8"], env=env, capture_output=True, text=True,
-                             timeout=300, check=False)
+    trained = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubenas_trial",
+            "--param=dataset=digits",
+            "--param=epochs=1",
+            "--param=stages=1",
+            "--param=width=8",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert trained.returncode == 0, trained.stderr
     run_dir = noisy_latency_run(tmp_path, write_manifest, "remeasured", ["--model-from", str(model)])
     lines = records(run_dir)
@@ -316,8 +326,13 @@ def test_a_noisy_latency_is_measured_again_from_the_saved_model(tmp_path: Path, 
 
     def dominated(r: dict[str, Any]) -> bool:
         a, lat = r["metrics"]["accuracy"], r["metrics"]["latency_ms"]
-        return any(o["metrics"]["accuracy"] >= a and o["metrics"]["latency_ms"] <= lat and o is not r and (
-            o["metrics"]["accuracy"], o["metrics"]["latency_ms"]) != (a, lat) for o in trusted)
+        return any(
+            o["metrics"]["accuracy"] >= a
+            and o["metrics"]["latency_ms"] <= lat
+            and o is not r
+            and (o["metrics"]["accuracy"], o["metrics"]["latency_ms"]) != (a, lat)
+            for o in trusted
+        )
 
     front = {m["name"] for m in json.loads((run_dir / "best.json").read_text())["paretoFront"]}
     assert front == {r["name"] for r in trusted if not dominated(r)}

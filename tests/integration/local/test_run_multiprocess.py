@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import psutil
-from run_helpers import records, run_kubenas, stub_manifest
+from run_helpers import live_trial_processes, records, run_kubenas, stub_manifest
 
 DDP_STUB = Path(__file__).with_name("ddp_stub_trial.py")
 
@@ -17,18 +16,6 @@ def ddp_manifest(name: str, *args: str) -> dict:
     template["replicas"] = 2
     template["spec"]["containers"][0]["command"] = ["python", str(DDP_STUB)]
     return doc
-
-
-def leftovers(run_dir: Path) -> list[psutil.Process]:
-    marker = str(run_dir.resolve())
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("KUBENAS_LOCAL_RUN") == marker and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            pass
-    return found
 
 
 def test_two_process_trial_rendezvous_and_rank_0s_result(tmp_path: Path, write_manifest) -> None:
@@ -42,7 +29,7 @@ def test_two_process_trial_rendezvous_and_rank_0s_result(tmp_path: Path, write_m
     assert trial["metrics"]["ranks_sum"] == 3.0 and trial["metrics"]["world_size"] == 2.0
     assert "rank 1/2 at 127.0.0.1:" in (run_dir / "trials" / "ddp-0" / "rank-1" / "log.txt").read_text()
     assert json.loads((run_dir / "processes.json").read_text()) == []
-    assert not leftovers(run_dir)
+    assert not live_trial_processes(run_dir)
 
 
 def test_a_failing_rank_fails_the_trial_with_its_reason_and_ends_the_others(tmp_path: Path, write_manifest) -> None:
@@ -59,10 +46,8 @@ def test_a_failing_rank_fails_the_trial_with_its_reason_and_ends_the_others(tmp_
     aborted = message.startswith("rank 1: killed by signal 6 SIGABRT")
     assert exited or aborted, trial
     assert "rank 1 crashed on purpose" in (run_dir / "trials" / "ddp-crash-0" / "rank-1" / "log.txt").read_text()
-    assert not leftovers(run_dir)  # rank 0, waiting for its peer, was ended with the trial
+    assert not live_trial_processes(run_dir)  # rank 0, waiting for its peer, was ended with the trial
 
 
 def _logs(run_dir: Path) -> str:
     return "".join(f"\n--- {p}\n{p.read_text()[-2000:]}" for p in sorted(run_dir.glob("trials/*/**/log.txt")))
-
-
