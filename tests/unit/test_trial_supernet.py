@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
-from kubenas_trial import oneshot, supernet
+from kubenas_trial import artifacts, oneshot, supernet
 from kubenas_trial.config import ConfigError, parse
 from kubenas_trial.models import build_model, count_parameters
 from kubenas_trial.sdk import MAX_RESULT_BYTES, encode_result
@@ -168,3 +169,20 @@ def test_a_full_batch_result_fits_the_termination_message_whole() -> None:
     assert len(encoded) <= MAX_RESULT_BYTES
     assert set(json.loads(encoded)) == set(result)  # rounded, never cut
     assert result[f"{oneshot.MAX_SUBNETS - 1}.accuracy"] == worst["accuracy"]
+
+
+def test_a_file_that_is_not_a_supernet_checkpoint_is_refused_naming_the_parameter(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage" / oneshot.CHECKPOINT
+    garbage.parent.mkdir()
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="parameter 'supernet': cannot load"):
+        oneshot.load(garbage.parent, torch.device("cpu"))
+    other = tmp_path / "other.pt"
+    torch.save({"format": artifacts.FORMAT}, other)  # a trial's model, not a supernet
+    with pytest.raises(ConfigError, match=r"parameter 'supernet': .* is not a kubenas supernet checkpoint"):
+        oneshot.load(other, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="parameter 'supernet': no supernet checkpoint"):
+        oneshot.load(tmp_path / "missing", torch.device("cpu"))
+    torch.save({"format": oneshot.FORMAT}, other)
+    with pytest.raises(ConfigError, match=r"parameter 'teacher': .* is not a kubenas trial checkpoint"):
+        artifacts.load_model(other)

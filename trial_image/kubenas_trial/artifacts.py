@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kubenas_trial.config import SPECS, ConfigError
+from kubenas_trial.config import ConfigError, defaults
 from kubenas_trial.models import ARCHITECTURE_KEYS, build_model, resize_to
 
 FORMAT = "kubenas-trial/1"
@@ -70,6 +70,21 @@ def save_search(directory: Path, *, search: dict[str, Any], metrics: dict[str, A
     return [directory / "cell.json", directory / "metrics.json"]
 
 
+def read_checkpoint(file: Path, field: str, fmt: str, kind: str) -> dict[str, Any]:
+    """A checkpoint file of format ``fmt``, loaded with ``weights_only`` (no code from the file runs).
+
+    Raises:
+        ConfigError: naming ``field``, when the file does not load or is not a ``kind``.
+    """
+    try:
+        data = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt or foreign file
+        raise ConfigError(f"{field}: cannot load {file}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise ConfigError(f"{field}: {file} is not a {kind}")
+    return data
+
+
 def _resolve(path: Path, field: str) -> Path:
     if path.is_dir():
         for name in ("model_float.pt", "model.pt"):
@@ -90,18 +105,13 @@ def load_model(path: str | Path, field: str = "parameter 'teacher'") -> tuple[nn
         ConfigError: the checkpoint is missing, quantized without a float twin, or not ours.
     """
     file = _resolve(Path(path), field)
-    try:
-        data = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise ConfigError(f"{field}: cannot load {file}: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ConfigError(f"{field}: {file} is not a kubenas trial checkpoint")
+    data = read_checkpoint(file, field, FORMAT, "kubenas trial checkpoint")
     if data.get("quantization"):
         twin = file.with_name("model_float.pt")
         if twin == file or not twin.exists():
             raise ConfigError(f"{field}: {file} is quantized and has no model_float.pt beside it")
         return load_model(twin, field)
-    config = {key: spec.default for key, spec in SPECS.items()} | data["architecture"]
+    config = defaults() | data["architecture"]
     model = build_model(config, tuple(data["input_shape"]), int(data["num_classes"]))
     resize_to(model, data["state_dict"])  # structurally pruned checkpoints have fewer channels
     model.load_state_dict(data["state_dict"])

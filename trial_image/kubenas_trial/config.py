@@ -199,6 +199,11 @@ def _coerce(name: str, spec: Spec, value: Any) -> Any:
     return value
 
 
+def defaults() -> dict[str, Any]:
+    """Every parameter at its default value."""
+    return {name: spec.default for name, spec in SPECS.items()}
+
+
 def parse(params: dict[str, Any]) -> dict[str, Any]:
     """Validate ``params`` against :data:`SPECS` and fill in defaults.
 
@@ -212,7 +217,7 @@ def parse(params: dict[str, Any]) -> dict[str, Any]:
             close = difflib.get_close_matches(str(name), SPECS, n=1)
             hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ConfigError(f"unknown parameter {', '.join(hints)}; see docs/trial.md for the list")
-    config = {name: spec.default for name, spec in SPECS.items()}
+    config = defaults()
     for name, value in params.items():
         config[name] = _coerce(name, SPECS[name], value)
     device = config["device"].lower()

@@ -34,15 +34,14 @@ EXIT_MEASURED, EXIT_NO_MODEL = 0, 2
 
 def _settings(directory: Path) -> dict[str, Any]:
     """The trial's parameters (defaults filled in) from its architecture.json, or the defaults."""
-    from kubenas_trial.config import SPECS
+    from kubenas_trial.config import defaults
 
-    defaults = {name: spec.default for name, spec in SPECS.items()}
     try:
         saved = json.loads((directory / "architecture.json").read_text(encoding="utf-8")[:1_000_000])
         parameters = saved.get("parameters") if isinstance(saved, dict) else None
     except (OSError, ValueError):
         parameters = None
-    return defaults | (parameters if isinstance(parameters, dict) else {})
+    return defaults() | (parameters if isinstance(parameters, dict) else {})
 
 
 def final_model(directory: Path, device_name: str = "auto",
@@ -83,16 +82,21 @@ def final_model(directory: Path, device_name: str = "auto",
     return quantized, example
 
 
-def measure(directory: Path) -> dict[str, float]:
-    """The ``latency_*`` metrics of the trial model in ``directory``, measured now."""
+def _timed(model: nn.Module, example: torch.Tensor, settings: dict[str, Any]) -> dict[str, float]:
+    """The ``latency_*`` metrics of ``model`` on ``example``, with the trial's repeats, warm-up and thread rule."""
     from kubenas_trial import cost, runtime
 
-    settings = _settings(directory)
-    model, example = final_model(directory, str(settings["device"]), str(settings["channels_last"]))
     threads = runtime.latency_threads(int(settings["latency_threads"]), runtime.cpu_quota(), runtime.usable_cpus())
     latency = cost.measure_latency(model, example, threads, int(settings["latency_repeats"]),
                                    int(settings["latency_warmup"]))
     return latency.metrics()
+
+
+def measure(directory: Path) -> dict[str, float]:
+    """The ``latency_*`` metrics of the trial model in ``directory``, measured now."""
+    settings = _settings(directory)
+    model, example = final_model(directory, str(settings["device"]), str(settings["channels_last"]))
+    return _timed(model, example, settings)
 
 
 FRESH_PROCESS_TIMEOUT_SECONDS = 600
@@ -110,8 +114,8 @@ def measure_in_fresh_process(float_model: nn.Module, final: nn.Module, quantizat
     """
     import torch
 
-    from kubenas_trial import artifacts, cost, runtime
-    from kubenas_trial.config import SPECS
+    from kubenas_trial import artifacts, runtime
+    from kubenas_trial.config import defaults
 
     with tempfile.TemporaryDirectory(prefix="kubenas-latency-") as tmp:
         directory = Path(tmp)
@@ -134,11 +138,9 @@ def measure_in_fresh_process(float_model: nn.Module, final: nn.Module, quantizat
             reason = str(exc)
     print(f"kubenas-trial: latency measured in the training process (fresh process failed: {reason})",
           file=sys.stderr)
-    settings = {name: spec.default for name, spec in SPECS.items()} | config
+    settings = defaults() | config
     device = runtime.select_device(str(settings["device"])) if quantization is None else torch.device("cpu")
-    threads = runtime.latency_threads(int(settings["latency_threads"]), runtime.cpu_quota(), runtime.usable_cpus())
-    return cost.measure_latency(final, torch.zeros(1, *input_shape, device=device), threads,
-                                int(settings["latency_repeats"]), int(settings["latency_warmup"])).metrics()
+    return _timed(final, torch.zeros(1, *input_shape, device=device), settings)
 
 
 def main(argv: list[str] | None = None) -> int:

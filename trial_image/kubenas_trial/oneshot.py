@@ -119,12 +119,7 @@ def load(path: str | Path, device: torch.device) -> tuple[supernet.Supernet, dic
         file = file / CHECKPOINT
     if not file.is_file():
         raise ConfigError(f"parameter 'supernet': no supernet checkpoint at {file}")
-    try:
-        saved = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise ConfigError(f"parameter 'supernet': cannot load {file}: {exc}") from exc
-    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
-        raise ConfigError(f"parameter 'supernet': {file} is not a kubenas supernet checkpoint")
+    saved = artifacts.read_checkpoint(file, "parameter 'supernet'", FORMAT, "kubenas supernet checkpoint")
     config = parse(saved["parameters"])
     net = supernet.Supernet(saved["input_shape"][0], saved["num_classes"], config,
                             supernet.make_space(config, saved["space"]))
