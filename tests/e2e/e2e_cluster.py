@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 
 import yaml
 from kubeapi import ApiError, Kube, now_micro, path
-from kubenas.api import ExperimentPhase, TrialPhase
+from kubenas import plan
+from kubenas.api import Experiment, ExperimentPhase, TrialPhase
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -193,24 +194,20 @@ def shrink(manifest: Mapping[str, Any], *, max_trials: int = 3, parallel: int = 
     image = os.environ.get("KUBENAS_E2E_TRIAL_IMAGE")
     if image:
         trial["image"] = image
-    one_shot = doc["spec"].get("oneShot")
-    if one_shot:  # its stages' epochs are its own parameters, not the template's args
-        for stage in ("supernet", "retrain"):
-            settings = one_shot.get(stage) or {}
-            if "epochs" in settings:
-                settings["epochs"] = min(int(settings["epochs"]), epochs)
-        one_shot["topK"] = 1
+    for section, stages in (("oneShot", ("supernet", "retrain")), ("gradientSearch", ("search", "retrain"))):
+        staged = doc["spec"].get(section)
+        if staged:  # its stages' epochs are its own parameters, not the template's args
+            for stage in stages:
+                settings = staged.get(stage) or {}
+                if "epochs" in settings:
+                    settings["epochs"] = min(int(settings["epochs"]), epochs)
+            staged["topK"] = 1
     return doc
 
 
 def planned_trials(manifest: Mapping[str, Any]) -> int:
-    """The trials an example runs at most: maxTrials, or a one-shot experiment's supernet, search and retraining."""
-    spec = manifest["spec"]
-    max_trials = int(spec["budget"]["maxTrials"])
-    one_shot = spec.get("oneShot")
-    if not one_shot:
-        return max_trials
-    return 1 + -(-max_trials // int(one_shot.get("batchSize", 8))) + int(one_shot.get("topK", 3))
+    """The trials an example runs at most: maxTrials, or a staged experiment's trials in all its stages."""
+    return plan.planned_trials(Experiment.model_validate(manifest).spec)
 
 
 # Trainer parameters (docs/trial.md) capped in the shrunk copies, besides epochs.

@@ -375,12 +375,59 @@ CASES = [
     Case("unknown-spec-field", {"spec.budjet": {"maxTrials": 5}}, "spec.budjet", ("unknown field",)),
     Case("unknown-parameter-field", {f"{PARAMS}[0].step": 0.1}, f"{PARAMS}[0].step", ("unknown field",)),
     Case("queue-name-not-a-name", {"spec.queueName": "GPU_Queue"}, "spec.queueName", ("should match",)),
+    # --- staged experiments
+    Case(
+        "gradient-search-objective-not-accuracy",
+        {"spec.gradientSearch": {}, f"{OBJ}.metric": "loss", f"{OBJ}.goal": "minimize"},
+        OBJ,
+        ("with gradientSearch the objective is accuracy (maximize)",),
+    ),
+    Case(
+        "gradient-search-pareto-objective",
+        {"spec.gradientSearch": {}},
+        OBJ,
+        ("with gradientSearch the objective is accuracy (maximize) without constraints",),
+        base="pareto",
+    ),
+    Case(
+        "gradient-search-and-one-shot",
+        {"spec.gradientSearch": {}, "spec.oneShot": {}},
+        "spec.gradientSearch",
+        ("set oneShot or gradientSearch, not both",),
+    ),
+    Case(
+        "gradient-search-top-k-too-large",
+        {"spec.gradientSearch": {"topK": 9}},
+        "spec.gradientSearch.topK",
+        ("less than or equal to 8",),
+    ),
     # --- only the operator can check these
     Case(
         "queue-name-disagrees-with-template-label",
         {"spec.queueName": "gpu", "spec.trialTemplate.metadata": {"labels": {"kueue.x-k8s.io/queue-name": "cpu"}}},
         "spec.queueName",
         ("name different queues",),
+        apiserver=False,
+    ),
+    Case(
+        "gradient-search-searches-the-cell",
+        {"spec.gradientSearch": {}, f"{PARAMS}[0].name": "cell", "spec.trialTemplate.spec.containers[0].args": []},
+        f"{PARAMS}[0].name",
+        ("mode, cell are set by the gradient-search stages",),
+        apiserver=False,
+    ),
+    Case(
+        "gradient-search-retrain-with-search-setting",
+        {"spec.gradientSearch": {"retrain": {"arch_lr": 0.01}}},
+        "spec.gradientSearch.retrain.arch_lr",
+        ("apply only to the search trials",),
+        apiserver=False,
+    ),
+    Case(
+        "gradient-search-extra-is-searched",
+        {"spec.gradientSearch": {"search": {"lr": 0.01}}},
+        "spec.gradientSearch.search.lr",
+        ("a searched parameter is set by the search",),
         apiserver=False,
     ),
     Case(

@@ -195,3 +195,18 @@ def test_the_derived_cell_retrains_as_an_ordinary_trial(tmp_path: Path) -> None:
     description = json.loads((tmp_path / "retrain" / "architecture.json").read_text())["architecture"]
     assert description["kind"] == "cell" and description["cell"] == cell["cell"]
 
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_operator_reads_the_cell_a_search_reports_as_the_trainer_writes_it(seed: int) -> None:
+    """The contract of spec.gradientSearch: cell_op_<edge> metrics out of a search, the `cell` parameter back in."""
+    from kubenas.api import gradient as api_gradient
+    from kubenas_trial.config import MODES, SEARCH_ONLY
+
+    generator = torch.Generator().manual_seed(seed)
+    ops = tuple(OPS[int(k)] for k in torch.randint(len(OPS), (len(EDGES),), generator=generator))
+    reported = {k: float(v) for k, v in gradient_nas.cell_metrics(ops).items()}
+    assert api_gradient.cell_of(reported) == format_arch(ops)
+    assert parse_arch(format_arch(ops)) == ops
+    assert api_gradient.CELL_OPERATIONS == OPS and api_gradient.SEARCH_ONLY == SEARCH_ONLY
+    assert {api_gradient.SEARCH_MODE, "train"} <= set(MODES)

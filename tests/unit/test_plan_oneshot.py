@@ -184,7 +184,7 @@ def test_the_best_inherited_subnets_are_retrained_and_decide_the_export(restart_
     final = backend.run()
     modes = backend.by_mode()
     assert [len(modes[m]) for m in ("supernet-train", "supernet-eval", "train")] == [1, 3, 3]
-    subnets = oneshot.subnet_trials(list(backend.trials.values()))
+    subnets = oneshot.searched_trials(list(backend.trials.values()))
     ranked = sorted(subnets, key=lambda t: -t.status.metrics["accuracy"])
     names = ("blocks", "width", "kernel_size")
     expected = [{n: t.spec.parameters[n] for n in names} for t in ranked[:3]]
@@ -239,7 +239,7 @@ def test_a_pareto_objective_retrains_the_front_first() -> None:
     }
     backend = Backend(experiment(subnets=12, batch=4, top_k=2, objective=objective), restart_every_step=False)
     final = backend.run()
-    subnets = oneshot.subnet_trials(list(backend.trials.values()))
+    subnets = oneshot.searched_trials(list(backend.trials.values()))
     names = ("blocks", "width", "kernel_size")
     front = [{n: t.spec.parameters[n] for n in names} for t in objective_front(backend.exp.spec.objective, subnets)]
     retrained = [{n: t.spec.parameters[n] for n in names} for t in backend.by_mode()["train"]]
@@ -265,7 +265,7 @@ def test_a_batch_result_is_complete_without_the_objective_metric() -> None:
     )
     done = finish(trial)
     assert done.phase == P.SUCCEEDED
-    first, second = oneshot.subnet_trials([done])
+    first, second = oneshot.searched_trials([done])
     assert second.spec.parameters == {"blocks": 2, "width": 16, "kernel_size": 5}
     assert second.status.metrics["accuracy"] == pytest.approx(inherited(second.spec.parameters))
     assert (first.name, first.spec.index) == ("os-1/0", 16)
@@ -287,7 +287,7 @@ def test_noisy_subnet_latency_keeps_it_out_of_the_retraining() -> None:
     )
     metrics = {"subnets": 2, "0.latency_ms": 0.1, "0.latency_noisy": 1, "1.latency_ms": 0.5, "1.latency_noisy": 0}
     trial = trial.model_copy(update={"status": api.TrialStatus(phase=P.SUCCEEDED, metrics=metrics)})
-    picks = oneshot.top_k(api.Objective.model_validate(objective), oneshot.subnet_trials([trial]), 2)
+    picks = oneshot.top_k(api.Objective.model_validate(objective), oneshot.searched_trials([trial]), 2)
     assert [p.name for p in picks] == ["os-1/1"]
 
 

@@ -56,6 +56,7 @@ from kubenas.api.experiment import (
     TrialSummary,
     trial_name,
 )
+from kubenas.api.gradient import GradientSearch
 from kubenas.api.oneshot import OneShot
 from kubenas.api.spec import (
     DURATION_PATTERN,
@@ -108,6 +109,7 @@ __all__ = [
     "Export",
     "ExportStatus",
     "Goal",
+    "GradientSearch",
     "Identifier",
     "Metrics",
     "MetricsSource",

@@ -25,6 +25,11 @@ MAX_CURVE_POINTS = 500
 MAX_CONDITIONS = 12
 
 # DNS-1123 label (Kubernetes object names) and metric/parameter identifiers.
+# The built-in trainer's parameter that says what a trial does; a staged experiment's trials differ by it.
+MODE = "mode"
+TRAIN_MODE = "train"
+"""The mode of an ordinary trial: train the network its parameters describe."""
+
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 

@@ -19,6 +19,7 @@ from kubenas.api.base import (
     MAX_PARETO_FRONT,
     NAME_PATTERN,
     ExperimentPhase,
+    Goal,
     Model,
     OperatorRule,
     ParameterValue,
@@ -28,6 +29,16 @@ from kubenas.api.base import (
     TrialReason,
     cel_rules,
 )
+from kubenas.api.gradient import (
+    ACCURACY_OBJECTIVE,
+    EXTRA_NOT_SEARCHED,
+    ONE_STAGED_MODE,
+    SEARCH_ONLY,
+    SEARCH_SETTINGS,
+    GradientSearch,
+)
+from kubenas.api.gradient import RESERVED as GRADIENT_RESERVED
+from kubenas.api.gradient import RESERVED_PARAMETERS as GRADIENT_RESERVED_PARAMETERS
 from kubenas.api.oneshot import (
     ELASTIC_DIMENSIONS,
     ELASTIC_ONLY,
@@ -102,6 +113,8 @@ class ExperimentSpec(Model):
             UNIQUE_PARAMETER_NAMES,
             STOPPING_METRIC_REPORTED,
             STOPPING_GOAL_KNOWN,
+            ACCURACY_OBJECTIVE,
+            ONE_STAGED_MODE,
             *TRANSITION_RULES,
         )
     )
@@ -136,6 +149,13 @@ class ExperimentSpec(Model):
         "supernet, the search evaluates subnets that inherit its weights, the best topK are retrained standalone. "
         "On a cluster it needs export.artifactVolume (the supernet checkpoint travels there).",
     )
+    gradient_search: GradientSearch | None = Field(
+        default=None,
+        description="Gradient-based cell search (the built-in trainer's gradient-search mode, GDAS or DARTS): "
+        "budget.maxTrials search trials, each deriving a NAS-Bench-201 cell, then the topK distinct cells of "
+        "the most accurate searches retrained from scratch. The searched parameters are the search trials' "
+        "settings.",
+    )
 
     @model_validator(mode="after")
     def _check_cross_references(self) -> ExperimentSpec:
@@ -160,6 +180,8 @@ class ExperimentSpec(Model):
         objective_names = [m.name for m in self.objective.objective_metrics()]
         if metric is not None and metric not in objective_names and self.early_stopping.goal is None:
             raise STOPPING_GOAL_KNOWN.violation()
+        if self.gradient_search is not None:
+            self._check_gradient_search(self.gradient_search)
         if self.one_shot is not None:
             self._check_one_shot(self.one_shot)
         label = self.trial_template.queue_label()
@@ -177,6 +199,25 @@ class ExperimentSpec(Model):
             for key in extra:
                 if key in RESERVED_PARAMETERS or key in ELASTIC_DIMENSIONS:
                     raise RESERVED.violation(f"oneShot.{section}.{key}")
+
+    def _check_gradient_search(self, gradient: GradientSearch) -> None:
+        if self.one_shot is not None:
+            raise ONE_STAGED_MODE.violation()
+        objective = self.objective
+        if objective.metric != "accuracy" or objective.goal != Goal.MAXIMIZE or objective.constraints:
+            raise ACCURACY_OBJECTIVE.violation()
+        names = [p.name for p in self.parameters]
+        for i, name in enumerate(names):
+            if name in GRADIENT_RESERVED_PARAMETERS:
+                raise GRADIENT_RESERVED.violation(f"parameters[{i}].name")
+        for section, extra in (("search", gradient.search), ("retrain", gradient.retrain)):
+            for key in extra:
+                if key in GRADIENT_RESERVED_PARAMETERS:
+                    raise GRADIENT_RESERVED.violation(f"gradientSearch.{section}.{key}")
+                if key in names:
+                    raise EXTRA_NOT_SEARCHED.violation(f"gradientSearch.{section}.{key}")
+                if section == "retrain" and key in SEARCH_ONLY:
+                    raise SEARCH_SETTINGS.violation(f"gradientSearch.retrain.{key}")
 
     def parameter(self, name: str) -> Parameter | None:
         return next((p for p in self.parameters if p.name == name), None)
@@ -255,7 +296,8 @@ class ExperimentStatus(Model):
     stage: str | None = Field(
         default=None,
         max_length=32,
-        description="A oneShot experiment's stage: SupernetTraining, SubnetSearch or Retraining.",
+        description="A staged experiment's stage: SupernetTraining, SubnetSearch or Retraining (oneShot); "
+        "CellSearch or Retraining (gradientSearch).",
     )
 
 

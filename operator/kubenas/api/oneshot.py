@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from kubenas.api.base import Model, OperatorRule, ParameterType, ParameterValue
+from kubenas.api.base import MODE, Model, OperatorRule, ParameterType, ParameterValue
 
 # The trainer's elastic dimensions (kubenas_trial.supernet): a one-shot search space is made of these.
 ELASTIC_DIMENSIONS = ("stages", "blocks", "width", "kernel_size", "expansion")
@@ -20,7 +20,6 @@ MAX_BATCH = 16
 MAX_TOP_K = 20
 MAX_EXTRA_PARAMETERS = 32
 # Trial parameters the planner sets to select a stage; no searched or extra parameter may use them.
-MODE = "mode"
 SUPERNET = "supernet"
 SUBNETS = "subnets"
 SUPERNET_SPACE = "supernet_space"

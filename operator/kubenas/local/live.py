@@ -313,7 +313,7 @@ def snapshot_of(experiment: api.Experiment, trials: Sequence[api.Trial], now: da
         metric=metric,
         value_label=metric if not spec.objective.is_multi else "objective",
         finished=len(finished),
-        total=plan.planned_trials(spec),
+        total=plan.planned_trials(spec, trials),
         running=running,
         best=status.best_trial or (front[0] if front else None),
         pareto_size=len(front),

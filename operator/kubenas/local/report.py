@@ -517,11 +517,12 @@ def render_html(
     for trial in finished:
         counts[str(trial.phase)] = counts.get(str(trial.phase), 0) + 1
     phase = f"{status.phase}" + (f" ({status.reason})" if status and status.reason else "") if status else "unknown"
+    planned = plan.planned_trials(spec, finished)
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>kubenas: {name}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{name}</h1>",
-        f"<p class='muted'>phase {html.escape(phase)} · {len(finished)} of {plan.planned_trials(spec)} trials finished"
+        f"<p class='muted'>phase {html.escape(phase)} · {len(finished)} of {planned} trials finished"
         f" ({html.escape(', '.join(f'{v} {k}' for k, v in sorted(counts.items())) or 'none')})"
         f" · {total_trials - len(finished)} not finished · generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC}</p>",
     ]

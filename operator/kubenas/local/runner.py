@@ -552,7 +552,7 @@ class LocalRunner:
             metric=self.metric,
             value_label=self.metric if not self.spec.objective.is_multi else "objective",
             finished=len(finished),
-            total=plan.planned_trials(self.spec),
+            total=plan.planned_trials(self.spec, list(self.trials.values())),
             running=list(self.live.values()),
             best=best,
             pareto_size=pareto_size,

@@ -4,7 +4,7 @@
    parameters span (a failed one is replaced while ``maxFailedTrials`` allows).
 2. *SubnetSearch*: trials in mode ``supernet-eval``, each evaluating ``batchSize`` subnets the
    search proposes, from the checkpoint of the succeeded supernet trial; ``budget.maxTrials``
-   subnets in all. The search sees every subnet as a trial of its own (``subnet_trials``), so
+   subnets in all. The search sees every subnet as a trial of its own (``searched_trials``), so
    the algorithm, constraints and Pareto objective work as in black-box search.
 3. *Retraining*: the ``topK`` best subnets retrained standalone (mode ``train``); only these
    trials can be the best trial or be exported.
@@ -17,30 +17,24 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from kubenas import api, objective
-from kubenas.api.oneshot import MAX_BATCH, MODE, SUBNETS, SUPERNET_SPACE, dimension_values
+from kubenas.api.oneshot import MAX_BATCH, SUBNETS, SUPERNET_SPACE, dimension_values
 from kubenas.plan.actions import CreateTrial, Suggester
+from kubenas.plan.staging import MODE, RETRAIN, RETRAINING, Next, TrialNamer, by_mode, mode_of, retrain_key
 
 SUPERNET_TRAIN = "supernet-train"
 SUPERNET_EVAL = "supernet-eval"
-RETRAIN = "train"
 
 SUPERNET_TRAINING = "SupernetTraining"
 SUBNET_SEARCH = "SubnetSearch"
-RETRAINING = "Retraining"
 STAGES = (SUPERNET_TRAINING, SUBNET_SEARCH, RETRAINING)
 
 # What a stage's result must report to succeed (its own result form, not the objective's).
 _STAGE_METRIC = {SUPERNET_TRAIN: "accuracy", SUPERNET_EVAL: SUBNETS}
 _MAX_SUBNETS_TEXT = 64 * 1024
-
-
-def mode_of(trial: api.Trial) -> str | None:
-    value = trial.spec.parameters.get(MODE)
-    return value if isinstance(value, str) else None
 
 
 def result_objective(spec: api.ExperimentSpec, trial: api.Trial) -> api.Objective:
@@ -71,7 +65,7 @@ def subnets_of(trial: api.Trial) -> list[dict[str, api.ParameterValue]]:
     return [dict(s) for s in value[:MAX_BATCH] if isinstance(s, dict)]
 
 
-def subnet_trials(trials: Sequence[api.Trial]) -> list[api.Trial]:
+def searched_trials(trials: Sequence[api.Trial]) -> list[api.Trial]:
     """Every subnet evaluated (or being evaluated) in stage 2, as a trial of its own.
 
     Subnet ``i`` of trial ``t`` is ``t.name/i`` with index ``t.index * 16 + i`` (trial order is
@@ -123,10 +117,16 @@ def top_k(obj: api.Objective, subnets: Sequence[api.Trial], k: int) -> list[api.
     return picked
 
 
-def planned_trials(spec: api.ExperimentSpec) -> int:
+def planned_trials(spec: api.ExperimentSpec, trials: Sequence[api.Trial] = ()) -> int:
     """Trials a one-shot experiment runs when nothing fails: 1 + the search's + topK."""
     assert spec.one_shot is not None
     return 1 + math.ceil(spec.budget.max_trials / spec.one_shot.batch_size) + spec.one_shot.top_k
+
+
+def finished_message(spec: api.ExperimentSpec) -> str:
+    assert spec.one_shot is not None
+    top = spec.one_shot.top_k
+    return f"the {top} best subnets were retrained" if top > 1 else "the best subnet was retrained"
 
 
 def stage(trials: Sequence[api.Trial], creates: Sequence[CreateTrial] = ()) -> str:
@@ -137,35 +137,18 @@ def stage(trials: Sequence[api.Trial], creates: Sequence[CreateTrial] = ()) -> s
     return SUBNET_SEARCH if SUPERNET_EVAL in modes else SUPERNET_TRAINING
 
 
-class Next:
-    """What stage logic decided: trials to create, and whether every stage is done (or cannot go on)."""
-
-    def __init__(self, creates: Sequence[CreateTrial] = (), done: bool = False, problem: str | None = None) -> None:
-        self.creates = tuple(creates)
-        self.done = done
-        self.problem = problem  # why the experiment cannot go on (no feasible subnet)
-
-
 def next_trials(
     spec: api.ExperimentSpec, experiment: str, trials: Sequence[api.Trial], suggester: Suggester, slots: int
 ) -> Next:
     """The trials to create now (at most ``slots``), stage by stage.
 
-    ``suggester`` must be synced with ``subnet_trials(trials)``.
+    ``suggester`` must be synced with ``searched_trials(trials)``.
     """
     assert spec.one_shot is not None
     one = spec.one_shot
-    index = max((t.spec.index for t in trials), default=-1) + 1
-
-    def create(parameters: Mapping[str, api.ParameterValue], supernet: str | None = None) -> CreateTrial:
-        nonlocal index
-        index += 1
-        return CreateTrial(api.trial_name(experiment, index - 1), index - 1, dict(parameters), supernet=supernet)
-
-    by_mode: dict[str | None, list[api.Trial]] = {}
-    for t in trials:
-        by_mode.setdefault(mode_of(t), []).append(t)
-    supernets = by_mode.get(SUPERNET_TRAIN, [])
+    create = TrialNamer(experiment, trials).create
+    modes = by_mode(trials)
+    supernets = modes.get(SUPERNET_TRAIN, [])
     trained = [t for t in supernets if t.phase == api.TrialPhase.SUCCEEDED]
     if not trained:
         if any(not t.phase.is_finished for t in supernets) or slots <= 0:
@@ -173,7 +156,7 @@ def next_trials(
         return Next([create(supernet_parameters(spec))])
     supernet = max(trained, key=lambda t: t.spec.index).name
 
-    searching = by_mode.get(SUPERNET_EVAL, [])
+    searching = modes.get(SUPERNET_EVAL, [])
     evaluated = sum(len(subnets_of(t)) for t in searching)
     active = sum(not t.phase.is_finished for t in searching)
     creates: list[CreateTrial] = []
@@ -187,21 +170,17 @@ def next_trials(
     if creates or active or (evaluated < spec.budget.max_trials and not suggester.exhausted):
         return Next(creates)
 
-    picks = top_k(spec.objective, subnet_trials(trials), one.top_k)
+    picks = top_k(spec.objective, searched_trials(trials), one.top_k)
     if not picks:
         return Next(done=True, problem="no subnet evaluated from the supernet succeeded with a feasible result")
-    retraining = by_mode.get(RETRAIN, [])
+    retraining = modes.get(RETRAIN, [])
     names = [p.name for p in spec.parameters]
-    done = {_key(t.spec.parameters, names) for t in retraining}
+    done = {retrain_key(t.spec.parameters, names) for t in retraining}
     for pick in picks:
         if len(creates) >= slots:
             break
-        if _key(pick.spec.parameters, names) not in done:
+        if retrain_key(pick.spec.parameters, names) not in done:
             creates.append(create({**one.retrain, **pick.spec.parameters, MODE: RETRAIN}))
-    missing = sum(_key(p.spec.parameters, names) not in done for p in picks)
+    missing = sum(retrain_key(p.spec.parameters, names) not in done for p in picks)
     finished = missing == 0 and all(t.phase.is_finished for t in retraining)
     return Next(creates, done=finished)
-
-
-def _key(parameters: Mapping[str, api.ParameterValue], names: Sequence[str]) -> str:
-    return json.dumps([parameters.get(n) for n in names])

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kubenas import api, earlystop, objective
-from kubenas.plan import measurement, oneshot, status
+from kubenas.plan import gradient, measurement, oneshot, status
 from kubenas.plan.actions import (
     Action,
     CompleteExperiment,
@@ -31,6 +31,7 @@ from kubenas.plan.actions import (
     Suggester,
     TellResult,
 )
+from kubenas.plan.staging import Stages
 
 
 def needs_suggester(experiment: api.Experiment) -> bool:
@@ -74,7 +75,8 @@ def plan(
     spec = experiment.spec
     prev = experiment.status or api.ExperimentStatus()
     start = prev.start_time or now
-    searched = trials if spec.one_shot is None else oneshot.subnet_trials(trials)
+    staged = stages_of(spec)
+    searched = trials if staged is None else staged.searched_trials(trials)
     told = suggester.sync(searched) if suggester is not None else []
     by_name = {t.name: t for t in trials}
     tells = tuple(TellResult(name, by_name[name].phase) for name in told if name in by_name)
@@ -98,13 +100,12 @@ def plan(
     new_status = status.build_status(
         experiment, trials, decision, now, start, best, front, reopened=was_terminal and not outcome
     )
-    if spec.one_shot is not None:
+    if staged is not None:
         finished = new_status.trials.total - new_status.trials.pending - new_status.trials.queued
         finished -= new_status.trials.running
-        stage = oneshot.stage(trials, decision.creates)
-        new_status = new_status.model_copy(
-            update={"stage": stage, "progress": f"{finished}/{oneshot.planned_trials(spec)}"}
-        )
+        stage = staged.stage(trials, decision.creates)
+        planned = staged.planned_trials(spec, [*trials, *map(_created, decision.creates)])
+        new_status = new_status.model_copy(update={"stage": stage, "progress": f"{finished}/{planned}"})
 
     actions: list[Action] = [*tells, *decision.stops, *decision.promotions, *decision.creates, *decision.measurements]
     if completed_now and outcome is not None:
@@ -114,14 +115,32 @@ def plan(
     return Plan(tuple(actions), new_status)
 
 
+def stages_of(spec: api.ExperimentSpec) -> Stages | None:
+    """The stage logic of a staged experiment (oneShot, gradientSearch); None for a black-box search."""
+    if spec.one_shot is not None:
+        return oneshot
+    if spec.gradient_search is not None:
+        return gradient
+    return None
+
+
 def results_of(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> list[api.Trial]:
-    """The trials whose results count for the experiment (one-shot: only the retrained subnets)."""
-    return list(trials) if spec.one_shot is None else oneshot.retrained(trials)
+    """The trials whose results count for the experiment (staged: only the retrained ones)."""
+    staged = stages_of(spec)
+    return list(trials) if staged is None else staged.retrained(trials)
 
 
-def planned_trials(spec: api.ExperimentSpec) -> int:
-    """Trials the experiment runs when nothing fails: ``maxTrials``, or the one-shot stages' total."""
-    return spec.budget.max_trials if spec.one_shot is None else oneshot.planned_trials(spec)
+def planned_trials(spec: api.ExperimentSpec, trials: Sequence[api.Trial] = ()) -> int:
+    """Trials the experiment runs when nothing fails: ``maxTrials``, or the stages' total (given the trials)."""
+    staged = stages_of(spec)
+    return spec.budget.max_trials if staged is None else staged.planned_trials(spec, trials)
+
+
+def _created(action: CreateTrial) -> api.Trial:
+    return api.Trial(
+        metadata=api.ObjectMeta(name=action.name),
+        spec=api.TrialSpec(experiment="", index=action.index, parameters=dict(action.parameters)),
+    )
 
 
 def _decide(
@@ -170,18 +189,17 @@ def _decide(
     occupied = sum(t.name not in stopping for t in active)
     measurements = measurement.measurements_due(spec, counted) if measure_cost else ()
     measuring = measure_cost and measurement.pending(spec, counted)
-    if spec.one_shot is not None:
+    staged = stages_of(spec)
+    if staged is not None:
         slots = 0 if spec.suspend else max(0, budget.parallel_trials - occupied)
-        following = oneshot.next_trials(spec, experiment.metadata.name, trials, suggester, slots)
+        following = staged.next_trials(spec, experiment.metadata.name, trials, suggester, slots)
         creates = following.creates
         if not active and not creates and not measuring and following.done:
             if following.problem is not None:
                 failed_reason = api.CompletionReason.NO_SUCCESSFUL_TRIAL
                 outcome = Outcome(api.ExperimentPhase.FAILED, failed_reason, following.problem)
             else:
-                top_k = spec.one_shot.top_k
-                retrained = f"the {top_k} best subnets were retrained" if top_k > 1 else "the best subnet was retrained"
-                outcome = _success(api.CompletionReason.BUDGET_SPENT, retrained, counted, spec)
+                outcome = _success(api.CompletionReason.BUDGET_SPENT, staged.finished_message(spec), counted, spec)
         return Decision(
             outcome, creates=creates, stops=tuple(stopping.values()), promotions=promotions, measurements=measurements
         )
