@@ -17,7 +17,6 @@ from kubenas import api, workload
 LABEL_MEASURES = "kubenas.io/measures"
 COMMAND = ["python", "-m", "kubenas_trial.measure"]
 MODEL_DIR_ENV = "KUBENAS_MODEL_DIR"
-OUTPUT_DIR_ENV = "KUBENAS_OUTPUT_DIR"
 DEADLINE_SECONDS = 600
 
 
@@ -35,7 +34,7 @@ def attempt_of(name: str, trial_name: str) -> int | None:
 def model_dir(trial_job: Mapping[str, Any]) -> str | None:
     """Where the trial wrote its model (its container's KUBENAS_OUTPUT_DIR), or None without an artifact volume."""
     container = trial_job["spec"]["template"]["spec"]["containers"][0]
-    return next((e.get("value") for e in container.get("env") or [] if e.get("name") == OUTPUT_DIR_ENV), None)
+    return next((e.get("value") for e in container.get("env") or [] if e.get("name") == workload.OUTPUT_DIR_ENV), None)
 
 
 def can_measure(experiment: api.Experiment) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubenas import api
+from kubenas import api, objective
 
 MAX_RESULT_BYTES = 4096
 """The largest termination message accepted (Kubernetes keeps at most 4096 bytes of it)."""
@@ -99,6 +99,15 @@ def with_measurement(
     return status.model_copy(
         update={"metrics": metrics, "noisy_metrics": noisy_metrics(metrics), "cost_measurements": attempts}
     )
+
+
+def measured_status(
+    policy: api.CostMeasurement, trial: api.Trial, result_text: str | bytes | None
+) -> api.TrialStatus:
+    """``trial``'s status after a latency measurement (:func:`with_measurement`); the first one on a
+    deployment target (``remeasure: Always``) replaces the trial's own value."""
+    replace = objective.awaits_first_measurement(policy, trial)
+    return with_measurement(trial.status, result_text, replace=replace)
 
 
 class InvalidResultError(ValueError):

@@ -28,6 +28,11 @@ PARAMETERS_VOLUME = "kubenas-parameters"
 PARAMETERS_DIR = "/etc/kubenas"
 PARAMETERS_FILE = "parameters.json"
 TERMINATION_LOG = "/dev/termination-log"
+# The trial contract's environment (docs/trial.md) that kubenas sets besides the parameters.
+OUTPUT_DIR_ENV = "KUBENAS_OUTPUT_DIR"
+TERMINATION_LOG_ENV = "KUBENAS_TERMINATION_LOG"
+PARAMETERS_FILE_ENV = "KUBENAS_PARAMETERS_FILE"
+METRICS_PORT_ENV = "KUBENAS_METRICS_PORT"
 METRICS_PORT_NAME = "metrics"
 # Where a trial saves what it needs to resume after its pod is replaced (docs/trial.md).
 CHECKPOINT_DIR_ENV = "KUBENAS_CHECKPOINT_DIR"
@@ -106,7 +111,7 @@ def trial_environment(
         "KUBENAS_PARAMETERS": parameters_json(parameters),
         "KUBENAS_TRIAL": trial_name,
         "KUBENAS_EXPERIMENT": experiment_name,
-        "KUBENAS_METRICS_PORT": str(metrics_port),
+        METRICS_PORT_ENV: str(metrics_port),
     }
 
 
@@ -243,7 +248,7 @@ def build_job(experiment: api.Experiment, trial: api.Trial) -> dict[str, Any]:
     env = trial_environment(exp_name, trial.name, params, port)
     experiment_dir = _experiment_dir(containers[0], experiment)
     if experiment_dir is not None:
-        env["KUBENAS_OUTPUT_DIR"] = f"{experiment_dir}/{trial.name}"
+        env[OUTPUT_DIR_ENV] = f"{experiment_dir}/{trial.name}"
         env[CHECKPOINT_DIR_ENV] = checkpoint_dir(experiment_dir, trial.name)
     replicas = template.replicas
     from_index: dict[str, str] = {}
@@ -380,8 +385,8 @@ def _trial_container(
     c.setdefault("terminationMessagePolicy", "FallbackToLogsOnError")
     ours = {
         **contract_env,
-        "KUBENAS_PARAMETERS_FILE": f"{PARAMETERS_DIR}/{PARAMETERS_FILE}",
-        "KUBENAS_TERMINATION_LOG": termination_path,
+        PARAMETERS_FILE_ENV: f"{PARAMETERS_DIR}/{PARAMETERS_FILE}",
+        TERMINATION_LOG_ENV: termination_path,
     }
     user_env = [e for e in c.get("env") or [] if e.get("name") not in ours and e.get("name") not in field_env]
     # Our values are data (parameters, paths), never references to other variables.

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from kubenas import api, measurejob, objective, plan, results
+from kubenas import api, measurejob, plan, results
 from kubenas.controller import apply, kube, observe
 from kubenas.controller.context import Context
 
@@ -57,8 +57,7 @@ async def record_finished(
         attempt = measurejob.attempt_of(str(job["metadata"]["name"]), name)
         if attempt is not None and attempt > (trial.status.cost_measurements or 0) and name in raw_by_name:
             ok = seen.exit_code == 0 and seen.backend_reason is None
-            first_on_target = objective.awaits_first_measurement(experiment.spec.cost_measurement, trial)
-            status = results.with_measurement(trial.status, seen.result_text if ok else None, replace=first_on_target)
+            status = results.measured_status(experiment.spec.cost_measurement, trial, seen.result_text if ok else None)
             await apply.write_status(ctx.kube, kube.TRIALS, raw_by_name[name], status.to_wire())
             trial = trial.model_copy(update={"status": status})
             trials[by_name[name]] = trial

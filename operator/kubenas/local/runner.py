@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from kubenas import api, objective, plan, search, workload
+from kubenas import api, measurejob, objective, plan, search, workload
 from kubenas import results as trial_results
 from kubenas.api.oneshot import SUPERNET as ONE_SHOT_SUPERNET
 from kubenas.local import report
@@ -54,8 +54,6 @@ from kubenas.metrics import TrialValues
 
 TICK_SECONDS = 0.5
 STOP_GRACE_SECONDS = 5.0
-MEASURE_COMMAND = ("python", "-m", "kubenas_trial.measure")
-MEASURE_DEADLINE_SECONDS = 600.0
 LOG_TAIL_BYTES = 4096
 EXIT_INTERRUPTED = 130
 RUN_DIR_ENV = "KUBENAS_LOCAL_RUN"
@@ -226,7 +224,7 @@ class LocalRunner:
             self._record_samples(name, scraper)
         for name, proc in list(self.measuring.items()):
             code = proc.poll()
-            if code is None and proc.elapsed > MEASURE_DEADLINE_SECONDS:
+            if code is None and proc.elapsed > measurejob.DEADLINE_SECONDS:
                 code = proc.end(STOP_GRACE_SECONDS)
             if code is not None:
                 proc.reap_group()
@@ -323,9 +321,9 @@ class LocalRunner:
             "PYTHONUNBUFFERED": "1",
             **self._template_env,
             **workload.trial_environment(self.name, name, params, port),
-            "KUBENAS_PARAMETERS_FILE": str(parameters_file),
-            "KUBENAS_TERMINATION_LOG": str(self.run_dir.termination_log(name)),
-            "KUBENAS_OUTPUT_DIR": str(output),
+            workload.PARAMETERS_FILE_ENV: str(parameters_file),
+            workload.TERMINATION_LOG_ENV: str(self.run_dir.termination_log(name)),
+            workload.OUTPUT_DIR_ENV: str(output),
             workload.CHECKPOINT_DIR_ENV: str(self.run_dir.checkpoint_dir(name)),
             "KUBENAS_METRICS_ADDRESS": "127.0.0.1",
             RUN_DIR_ENV: str(self.run_dir.root.resolve()),
@@ -378,8 +376,8 @@ class LocalRunner:
                     **env,
                     **thread_environment(max(1, self.threads // replicas)),
                     **workload.distributed_environment(replicas, nproc, "127.0.0.1", master_port, rank),
-                    "KUBENAS_METRICS_PORT": str(ports[rank]),
-                    "KUBENAS_TERMINATION_LOG": str(self.run_dir.termination_log(name, rank)),
+                    workload.METRICS_PORT_ENV: str(ports[rank]),
+                    workload.TERMINATION_LOG_ENV: str(self.run_dir.termination_log(name, rank)),
                 }
                 log = self.run_dir.log_path(name, rank)
                 ranks.append(TrialProcess.start(rank_key(name, rank), argv, rank_env, Path.cwd(), log, ports[rank]))
@@ -399,12 +397,12 @@ class LocalRunner:
             return
         result = self.run_dir.measurement_log(action.name)
         result.unlink(missing_ok=True)
-        argv = local_argv(list(MEASURE_COMMAND), ["--model", str(self.run_dir.output_dir(action.name))])
+        argv = local_argv(list(measurejob.COMMAND), ["--model", str(self.run_dir.output_dir(action.name))])
         env = {
             **os.environ,
             **thread_environment(1),
             "PYTHONUNBUFFERED": "1",
-            "KUBENAS_TERMINATION_LOG": str(result),
+            workload.TERMINATION_LOG_ENV: str(result),
             RUN_DIR_ENV: str(self.run_dir.root.resolve()),
         }
         key = measurement_key(action.name)
@@ -423,9 +421,8 @@ class LocalRunner:
         self.measuring.pop(name, None)
         self.run_dir.processes.remove(measurement_key(name))
         trial = self.trials[name]
-        first_on_target = objective.awaits_first_measurement(self.spec.cost_measurement, trial)
         result = _read_result(self.run_dir.measurement_log(name))
-        status = trial_results.with_measurement(trial.status, result, replace=first_on_target)
+        status = trial_results.measured_status(self.spec.cost_measurement, trial, result)
         measured = trial.model_copy(update={"status": status})
         self._save(measured)
         self._best_cache = None
