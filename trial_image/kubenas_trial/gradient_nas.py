@@ -126,6 +126,7 @@ class SearchNetwork(nn.Module):
             return F.one_hot(index, len(OPS)).to(self.alphas.dtype), index.tolist()
         if self.generator is None:
             self.seed_sampler(0)
+        # F.gumbel_softmax(hard=True), with the noise drawn from the seeded generator (it takes none).
         noise = torch.empty_like(self.alphas).exponential_(generator=self.generator)
         gumbel = -noise.clamp_min(torch.finfo(noise.dtype).tiny).log()
         probs = F.softmax((F.log_softmax(self.alphas, dim=-1) + gumbel) / self.tau, dim=-1)
