@@ -217,10 +217,9 @@ def test_the_cell_is_read_from_the_search_result(metrics: dict[str, float], expe
 
 def test_fewer_distinct_cells_than_top_k_finish_with_the_progress_complete() -> None:
     exp = experiment(searches=2, top_k=2)
-    exp = exp.model_copy(
-        update={"spec": exp.spec.model_copy(update={"parameters": [exp.spec.parameters[0].model_copy(
-            update={"min": 0.02, "max": 0.03})] + exp.spec.parameters[1:]})}
-    )  # every search derives the all-convolution cell
+    arch_lr, seed = exp.spec.parameters
+    narrow = arch_lr.model_copy(update={"min": 0.02, "max": 0.03})  # every search derives the all-convolution cell
+    exp = exp.model_copy(update={"spec": exp.spec.model_copy(update={"parameters": [narrow, seed]})})
     backend = Backend(exp)
     final = backend.run()
     assert len(backend.of_mode("train")) == 1
