@@ -52,6 +52,39 @@ def stratified(subnets: list[supernet.Subnet], sizes: list[int], count: int, see
     return picks
 
 
+def train_supernet(config: dict[str, Any], dataset: data.Dataset, space: supernet.Space, epochs: int,
+                   calibration_batches: int
+                   ) -> tuple[supernet.Supernet, Trainer, list[torch.Tensor], supernet.SandwichResult, float]:
+    """The supernet trained for ``epochs`` epochs: (supernet, its trainer, calibration batches, history, CPU-s)."""
+    torch.manual_seed(config["seed"])
+    net = supernet.Supernet(dataset.input_shape[0], dataset.num_classes, config, space)
+    trainer = Trainer(net, dataset, config, torch.device("cpu"))
+    calibration = supernet.calibration_set(trainer, calibration_batches)
+    start = time.process_time()
+    history = supernet.train(trainer, net, epochs, calibration,
+                             lambda e, m: print(f"supernet epoch {e} {m}", flush=True))
+    return net, trainer, calibration, history, time.process_time() - start
+
+
+def inherited_accuracy(trainer: Trainer, net: supernet.Supernet, subnet: supernet.Subnet,
+                       calibration: list[torch.Tensor]) -> tuple[float, float]:
+    """(validation accuracy with inherited weights after batch-norm recalibration, CPU-s)."""
+    start = time.process_time()
+    _, accuracy = supernet.evaluate(trainer, net, subnet, calibration)
+    return accuracy, time.process_time() - start
+
+
+def standalone_accuracy(config: dict[str, Any], dataset: data.Dataset, subnet: supernet.Subnet, epochs: int,
+                        seed: int) -> tuple[float, float]:
+    """(validation accuracy of ``subnet`` trained from scratch for ``epochs`` epochs with ``seed``, CPU-s)."""
+    start = time.process_time()
+    torch.manual_seed(seed)
+    standalone_config = {**supernet.subnet_config(config, subnet), "seed": seed}
+    model = build_model(standalone_config, dataset.input_shape, dataset.num_classes)
+    fit = Trainer(model, dataset, standalone_config, torch.device("cpu")).fit(epochs)
+    return fit.history[-1]["accuracy"], time.process_time() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subnets", type=int, default=32)
@@ -75,7 +108,6 @@ def main() -> None:
         args.subnets, args.epochs, args.supernet_epochs, args.calibration_batches = 4, 1, 1, 2
     config = parse(params)
     dataset = data.load(config)
-    device = torch.device("cpu")
     space = supernet.make_space(config, space_spec)
     candidates = all_subnets(space)
     example = dataset.x_val[:1]
@@ -84,32 +116,20 @@ def main() -> None:
     picked = stratified(candidates, flops, args.subnets, args.seed)
     print(f"{dataset.summary()}; space of {len(candidates)} subnets, {len(picked)} picked", flush=True)
 
-    torch.manual_seed(args.seed)
-    net = supernet.Supernet(dataset.input_shape[0], dataset.num_classes, config, space)
-    trainer = Trainer(net, dataset, config, device)
-    calibration = supernet.calibration_set(trainer, args.calibration_batches)
-    start = time.process_time()
-    history = supernet.train(trainer, net, args.supernet_epochs, calibration,
-                             lambda e, m: print(f"supernet epoch {e} {m}", flush=True))
-    supernet_cpu = time.process_time() - start
+    net, trainer, calibration, history, supernet_cpu = train_supernet(config, dataset, space, args.supernet_epochs,
+                                                                      args.calibration_batches)
     print(f"supernet trained in {supernet_cpu:.0f} CPU-s", flush=True)
 
     rows = []
     eval_cpu = standalone_cpu = 0.0
     for n, i in enumerate(picked):
         subnet = candidates[i]
-        start = time.process_time()
-        _, inherited = supernet.evaluate(trainer, net, subnet, calibration)
-        eval_cpu += time.process_time() - start
-        start = time.process_time()
-        torch.manual_seed(args.seed)
-        standalone_config = supernet.subnet_config(config, subnet)
-        model = build_model(standalone_config, dataset.input_shape, dataset.num_classes)
-        fit = Trainer(model, dataset, standalone_config, device).fit(args.epochs)
-        seconds = time.process_time() - start
+        inherited, seconds = inherited_accuracy(trainer, net, subnet, calibration)
+        eval_cpu += seconds
+        accuracy, seconds = standalone_accuracy(config, dataset, subnet, args.epochs, args.seed)
         standalone_cpu += seconds
         rows.append({"subnet": subnet, "flops": flops[i], "inherited": inherited,
-                     "standalone": fit.history[-1]["accuracy"], "standalone_cpu_s": seconds})
+                     "standalone": accuracy, "standalone_cpu_s": seconds})
         print(f"[{n + 1}/{len(picked)}] {subnet} flops={flops[i]} inherited={inherited:.4f} "
               f"standalone={rows[-1]['standalone']:.4f} ({seconds:.0f} CPU-s)", flush=True)
 

@@ -121,3 +121,23 @@ def test_the_ranking_benchmark_runs(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "r.json").read_text())
     assert summary["subnets"] == 4 and "kendall_tau" in summary and len(summary["rows"]) == 4
     assert summary["supernet_cpu_s"] > 0 and summary["standalone_cpu_s"] > 0
+
+
+@pytest.mark.slow
+def test_the_cost_benchmark_runs(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "oneshot_cost.py"
+    command = [sys.executable, str(script), "--quick", "--data", str(tmp_path / "m.json"),
+               "--out", str(tmp_path / "r.json")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    measured = json.loads((tmp_path / "m.json").read_text())
+    assert len(measured["standalone"]) == 8 and all(len(runs) == 2 for runs in measured["standalone"].values())
+    summary = json.loads((tmp_path / "r.json").read_text())["quick"]
+    assert summary["subnets"] == 8 and summary["supernet_cpu_s"] > 0
+    methods = list(summary["methods"])
+    assert any(m.startswith("black box") for m in methods) and any(m.startswith("one-shot") for m in methods)
+    # The replay alone reads the cache and trains nothing.
+    again = subprocess.run([*command, "--replay"], capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "supernet epoch" not in again.stdout and "standalone seed" not in again.stdout
