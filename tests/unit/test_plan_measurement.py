@@ -89,6 +89,52 @@ def test_the_next_attempt_follows_a_noisy_measurement() -> None:
     assert decide(exp, trials).of_type(plan.MeasureCost) == [plan.MeasureCost("exp-1", 2)]
 
 
+def test_front_confirms_the_members_and_the_trials_a_steady_slowdown_could_have_kept_off() -> None:
+    exp = pareto_experiment(remeasure="Front")
+    # exp-3 is quiet but dominated by exp-1 by less than 1.5x in latency: had it been slowed, it belongs on the
+    # front. exp-2 is dominated by exp-0 whatever the noise.
+    trials = [
+        measured_trial(0, accuracy=0.90, latency=1.0),
+        measured_trial(1, accuracy=0.95, latency=2.0),
+        measured_trial(2, accuracy=0.80, latency=3.0),
+        measured_trial(3, accuracy=0.93, latency=2.2),
+        measured_trial(4, P.RUNNING),
+    ]
+    assert decide(exp, trials).of_type(plan.MeasureCost) == []  # not while a trial runs
+    trials[4] = measured_trial(4, accuracy=0.5, latency=9.0)
+    decided = decide(exp, trials)
+    # One at a time, in trial order: the front (exp-0, exp-1), then exp-3.
+    assert decided.of_type(plan.MeasureCost) == [plan.MeasureCost("exp-0", 1)]
+    assert decided.of_type(plan.CompleteExperiment) == []
+
+    def measured(trial: api.Trial, latency: float) -> api.Trial:
+        result = f'{{"latency_ms": {latency}, "latency_ms_spread": 0.02, "latency_noisy": 0}}'.encode()
+        return trial.model_copy(update={"status": results.with_measurement(trial.status, result)})
+
+    trials[0], trials[1] = measured(trials[0], 0.9), measured(trials[1], 1.8)
+    decided = decide(exp, trials)
+    assert decided.of_type(plan.MeasureCost) == [plan.MeasureCost("exp-3", 1)]
+    assert [m.name for m in decided.status.pareto_front or []] == ["exp-1", "exp-0"]
+    trials[3] = measured(trials[3], 1.5)  # measured alone, it is faster than exp-1: it joins the front
+    decided = decide(exp, trials)
+    assert decided.of_type(plan.MeasureCost) == []
+    assert [m.name for m in decided.status.pareto_front or []] == ["exp-1", "exp-3", "exp-0"]
+    assert decided.of_type(plan.CompleteExperiment)
+
+
+def test_front_is_noisy_for_an_objective_without_latency_and_default_noisy_does_not_confirm_the_front() -> None:
+    trials = [measured_trial(0, accuracy=0.9, latency=1.0), measured_trial(1, accuracy=0.95, latency=1.4),
+              measured_trial(2, accuracy=0.8, latency=3.0)]
+    assert decide(pareto_experiment(), trials).of_type(plan.MeasureCost) == []
+    exp = pareto_experiment(remeasure="Front")
+    objective = {"strategy": "pareto", "metrics": [{"name": "accuracy", "goal": "maximize"},
+                                                   {"name": "params", "goal": "minimize"}]}
+    spec = exp.spec.model_copy(update={"objective": api.Objective.model_validate(objective)})
+    with_params = [t.model_copy(update={"status": t.status.model_copy(
+        update={"metrics": {**t.status.metrics, "params": 10.0 * t.spec.index}})}) for t in trials]
+    assert decide(exp.model_copy(update={"spec": spec}), with_params).of_type(plan.MeasureCost) == []
+
+
 def test_always_measures_each_trial_once_as_soon_as_it_succeeds() -> None:
     exp = pareto_experiment(remeasure="Always")
     trials = [measured_trial(0), measured_trial(1, measurements=1), measured_trial(2, P.RUNNING)]

@@ -574,6 +574,7 @@ class Export(Model):
 class Remeasure(StrEnum):
     NEVER = "Never"
     NOISY = "Noisy"
+    FRONT = "Front"
     ALWAYS = "Always"
 
 
@@ -588,7 +589,9 @@ class CostMeasurement(Model):
         default=Remeasure.NOISY,
         description="Noisy: a succeeded trial whose latency_ms stayed noisy is measured again from its saved model, "
         "one at a time once no trial of the experiment is running, before it may be the best, on the Pareto front "
-        "or exported. Always: every succeeded trial's latency comes from such a measurement (started as soon as "
+        "or exported. Front: as Noisy, and every trial on the Pareto front or within 1.5x of its edge in latency_ms "
+        "is measured again once, which catches a value slowed by steady interference that its spread did not show. "
+        "Always: every succeeded trial's latency comes from such a measurement (started as soon as "
         "the trial succeeds), e.g. on the deployment target's node type. Never: a noisy trial stays out. Needs "
         "the trial's model: locally always there; on a cluster, export.artifactVolume.",
     )
