@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from kubenas import api
 from kubenas.api.gradient import CELL, SEARCH_MODE, SEARCH_ONLY, cell_of
 from kubenas.plan.actions import CreateTrial, Suggester
-from kubenas.plan.staging import MODE, RETRAIN, RETRAINING, Next, TrialNamer, by_mode, mode_of, retrain_key
+from kubenas.plan.staging import MODE, RETRAIN, RETRAINING, Next, TrialNamer, by_mode, mode_of, modes_of, retrain_key
 
 CELL_SEARCH = "CellSearch"
 SEED = "seed"
@@ -52,8 +52,7 @@ def finished_message(spec: api.ExperimentSpec) -> str:
 
 
 def stage(trials: Sequence[api.Trial], creates: Sequence[CreateTrial] = ()) -> str:
-    modes = {mode_of(t) for t in trials} | {c.parameters.get(MODE) for c in creates}
-    return RETRAINING if RETRAIN in modes else CELL_SEARCH
+    return RETRAINING if RETRAIN in modes_of(trials, creates) else CELL_SEARCH
 
 
 def retrain_parameters(spec: api.ExperimentSpec, search: api.Trial, cell: str) -> dict[str, api.ParameterValue]:

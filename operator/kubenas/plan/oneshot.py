@@ -23,7 +23,7 @@ from typing import Any
 from kubenas import api, objective
 from kubenas.api.oneshot import MAX_BATCH, SUBNETS, SUPERNET_SPACE, dimension_values
 from kubenas.plan.actions import CreateTrial, Suggester
-from kubenas.plan.staging import MODE, RETRAIN, RETRAINING, Next, TrialNamer, by_mode, mode_of, retrain_key
+from kubenas.plan.staging import MODE, RETRAIN, RETRAINING, Next, TrialNamer, by_mode, mode_of, modes_of, retrain_key
 
 SUPERNET_TRAIN = "supernet-train"
 SUPERNET_EVAL = "supernet-eval"
@@ -131,7 +131,7 @@ def finished_message(spec: api.ExperimentSpec) -> str:
 
 def stage(trials: Sequence[api.Trial], creates: Sequence[CreateTrial] = ()) -> str:
     """The furthest stage the trials (and those about to be created) have reached."""
-    modes = {mode_of(t) for t in trials} | {c.parameters.get(MODE) for c in creates}
+    modes = modes_of(trials, creates)
     if RETRAIN in modes:
         return RETRAINING
     return SUBNET_SEARCH if SUPERNET_EVAL in modes else SUPERNET_TRAINING

@@ -16,7 +16,9 @@ from kubenas import api
 from kubenas.api.base import MODE, TRAIN_MODE
 from kubenas.plan.actions import CreateTrial, Suggester
 
-__all__ = ["MODE", "RETRAIN", "RETRAINING", "Next", "Stages", "TrialNamer", "by_mode", "mode_of", "retrain_key"]
+__all__ = [
+    "MODE", "RETRAIN", "RETRAINING", "Next", "Stages", "TrialNamer", "by_mode", "mode_of", "modes_of", "retrain_key",
+]
 
 RETRAIN = TRAIN_MODE
 RETRAINING = "Retraining"
@@ -61,7 +63,16 @@ class Stages(Protocol):
 
 
 def mode_of(trial: api.Trial) -> str | None:
-    value = trial.spec.parameters.get(MODE)
+    return _mode(trial.spec.parameters)
+
+
+def modes_of(trials: Sequence[api.Trial], creates: Sequence[CreateTrial] = ()) -> set[str | None]:
+    """The modes of the trials and of those about to be created: the stages reached."""
+    return {mode_of(t) for t in trials} | {_mode(c.parameters) for c in creates}
+
+
+def _mode(parameters: Mapping[str, api.ParameterValue]) -> str | None:
+    value = parameters.get(MODE)
     return value if isinstance(value, str) else None
 
 

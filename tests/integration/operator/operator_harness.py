@@ -108,5 +108,19 @@ async def finished(k: Kubelet, name: str = "exp") -> dict[str, Any] | None:
     return status if status.get("phase") in ("Succeeded", "Failed", "Stopped") else None
 
 
+async def restart_in_each_stage(k: Kubelet, operator: Operator, stages: tuple[str, ...]) -> None:
+    """Stop the operator as soon as the experiment shows each stage, and start it again after a pause
+    in which the trials go on (and may finish) without it."""
+    for stage in stages:
+
+        async def reached(stage: str = stage) -> bool:
+            return (await status_of(k)).get("stage") == stage
+
+        await eventually(reached, timeout=90)
+        await operator.stop()
+        await asyncio.sleep(0.5)
+        await operator.start()
+
+
 def index_of(job: dict[str, Any]) -> int:
     return int(job["metadata"]["name"].rsplit("-", 1)[1])

@@ -10,7 +10,7 @@ import random
 from typing import Any
 
 from kmock_cluster import Emulator, Kubelet, Outcome, metrics_result
-from operator_harness import CONFIGMAPS, EXP, TRIALS, Operator, eventually, experiment, finished, status_of
+from operator_harness import CONFIGMAPS, EXP, TRIALS, Operator, eventually, experiment, finished, restart_in_each_stage
 
 SEARCHES, TOP_K = 3, 2
 SEEN: dict[str, list[dict[str, Any]]] = {}
@@ -39,10 +39,6 @@ def gradient_experiment() -> dict[str, Any]:
     )
 
 
-async def _stage(k: Kubelet, stage: str) -> bool:
-    return (await status_of(k)).get("stage") == stage
-
-
 async def test_restarted_in_every_stage_the_gradient_search_completes_with_nothing_repeated(
     cluster: Emulator, operator: Operator
 ) -> None:
@@ -51,11 +47,7 @@ async def test_restarted_in_every_stage_the_gradient_search_completes_with_nothi
     await operator.start()
     async with Kubelet(str(cluster.url), by_mode) as k:
         await k.request("POST", EXP, gradient_experiment())
-        for stage in ("CellSearch", "Retraining"):
-            await eventually(lambda stage=stage: _stage(k, stage), timeout=90)
-            await operator.stop()
-            await asyncio.sleep(0.5)  # trials go on, and may finish, while the operator is away
-            await operator.start()
+        await restart_in_each_stage(k, operator, ("CellSearch", "Retraining"))
         status = await eventually(lambda: finished(k), timeout=90)
         assert status["phase"] == "Succeeded", status
         assert status["reason"] == "BudgetSpent" and status["stage"] == "Retraining"

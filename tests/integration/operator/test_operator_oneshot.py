@@ -11,7 +11,7 @@ import random
 from typing import Any
 
 from kmock_cluster import Emulator, Kubelet, Outcome, metrics_result
-from operator_harness import CONFIGMAPS, EXP, TRIALS, Operator, eventually, experiment, finished, status_of
+from operator_harness import CONFIGMAPS, EXP, TRIALS, Operator, eventually, experiment, finished, restart_in_each_stage
 
 SUBNETS, BATCH, TOP_K = 8, 3, 2  # the whole space: widths 8..32 x blocks 1..2
 SEEN: dict[str, list[dict[str, Any]]] = {}
@@ -53,10 +53,6 @@ def one_shot_experiment() -> dict[str, Any]:
     return body
 
 
-async def _stage(k: Kubelet, stage: str) -> bool:
-    return (await status_of(k)).get("stage") == stage
-
-
 async def test_restarted_in_every_stage_the_one_shot_experiment_completes_with_nothing_repeated(
     cluster: Emulator, operator: Operator
 ) -> None:
@@ -65,11 +61,7 @@ async def test_restarted_in_every_stage_the_one_shot_experiment_completes_with_n
     await operator.start()
     async with Kubelet(str(cluster.url), by_mode) as k:
         await k.request("POST", EXP, one_shot_experiment())
-        for stage in ("SupernetTraining", "SubnetSearch", "Retraining"):
-            await eventually(lambda stage=stage: _stage(k, stage), timeout=90)
-            await operator.stop()
-            await asyncio.sleep(0.5)  # trials go on, and may finish, while the operator is away
-            await operator.start()
+        await restart_in_each_stage(k, operator, ("SupernetTraining", "SubnetSearch", "Retraining"))
         status = await eventually(lambda: finished(k), timeout=90)
         assert status["phase"] == "Succeeded", status
         assert status["reason"] == "BudgetSpent" and status["stage"] == "Retraining"
