@@ -571,7 +571,7 @@ def release_free_memory() -> None:
             _libc.malloc_trim.argtypes = [ctypes.c_size_t]
         except (OSError, AttributeError):
             _libc = False
-    if _libc:
+    if isinstance(_libc, ctypes.CDLL):
         _libc.malloc_trim(0)
 
 

@@ -75,7 +75,7 @@ class _Dim:
         """Numeric choices listed in increasing or decreasing order: neighbours are similar."""
         if len(self.values) < 3 or not all(_is_number(v) for v in self.values):
             return False
-        nums = [float(v) for v in self.values]  # type: ignore[arg-type]
+        nums = [float(v) for v in self.values]
         steps = [b - a for a, b in itertools.pairwise(nums)]
         return all(s > 0 for s in steps) or all(s < 0 for s in steps)
 

@@ -384,12 +384,13 @@ def check_document(doc: Any, policies: podpolicy.Policies | None = podpolicy.RES
 def main(files: Sequence[str], policy_file: str | None = None) -> int:
     """Validate every document of every file; print one line per problem. 0 if all are valid, else 1
     (2: the policy file is unusable)."""
-    policies: podpolicy.Policies | None = podpolicy.RESTRICTED
+    policies = podpolicy.RESTRICTED
     if policy_file is not None:
-        policies, problem = load_policies(policy_file)
-        if policies is None:
-            print(f"{policy_file}: {problem}")
+        loaded, error = load_policies(policy_file)
+        if loaded is None:
+            print(f"{policy_file}: {error}")
             return 2
+        policies = loaded
     failed = False
     for name in files:
         for label, problems in check_file(name, policies):

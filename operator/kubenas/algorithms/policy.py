@@ -242,8 +242,8 @@ class _PolicyGradient(OrderedGenomeOptimizer):
                 genome = self._sample(state, flatness)
                 if self._fresh(genome):
                     return self._propose(genome)
-        genome = self._random_fresh()
-        return self._propose(genome if genome is not None else self._sample(state, 1.0))
+        fresh = self._random_fresh()
+        return self._propose(fresh if fresh is not None else self._sample(state, 1.0))
 
 
 class PolicyGradient:

@@ -31,13 +31,15 @@ WATCHED = (EXPERIMENTS, TRIALS, JOBS, PODS)  # kopf runs one watch stream per ki
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     ours = settings_of(memo)
     configure(settings)
     memo.watchers = health.WatcherCheck(len(WATCHED) * max(1, len(ours.namespaces)), ours.watcher_grace_seconds)
     ctx = context.create(ours, lambda: memo.get("credentials"), watchers_ended=lambda: memo.watchers.ended)
     memo.ctx = ctx
-    memo.scheduler = Scheduler(lambda key: reconcile.reconcile(ctx, key), ours.debounce_seconds, ours.retry_seconds)
+    memo.scheduler = Scheduler[reconcile.Key](
+        lambda key: reconcile.reconcile(ctx, key), ours.debounce_seconds, ours.retry_seconds
+    )
     interval = min(ours.resync_seconds, ours.metrics_poll_seconds)
     memo.resync = asyncio.get_running_loop().create_task(memo.scheduler.resync_forever(interval))
     if ours.metrics_port:
@@ -70,7 +72,7 @@ async def watch_streams(memo: kopf.Memo, **_: Any) -> int:
 
 
 @kopf.on.login()
-def login(memo: kopf.Memo, logger: logging.Logger, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+def login(memo: kopf.Memo, logger: kopf.Logger, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
     url = settings_of(memo).test_api_url
     info = (
         kopf.ConnectionInfo(server=url, insecure=True)
@@ -84,7 +86,9 @@ def login(memo: kopf.Memo, logger: logging.Logger, settings: kopf.OperatorSettin
 
 
 @kopf.on.event(*EXPERIMENTS)
-async def experiment_event(type: str | None, namespace: str, name: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
+async def experiment_event(
+    type: str | None, namespace: str | None, name: str, uid: str, memo: kopf.Memo, **_: Any
+) -> None:
     if type == "DELETED":
         memo.scheduler.forget((namespace, name))
         memo.ctx.telemetry.forget((namespace, name))
@@ -97,7 +101,7 @@ async def experiment_event(type: str | None, namespace: str, name: str, uid: str
 @kopf.on.event(*TRIALS, labels=CHILD_LABELS)
 @kopf.on.event(*JOBS, labels=CHILD_LABELS)
 @kopf.on.event(*PODS, labels=CHILD_LABELS)
-async def child_event(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
+async def child_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     memo.scheduler.request((namespace, labels[workload.LABEL_EXPERIMENT]))
 
 

@@ -90,7 +90,8 @@ def observe(
         note = f"waiting for queue {queue} to admit the Job" if queue else "the Job is suspended"
         return Observation(State.QUEUED, message=note, **common)
 
-    for rank, each in sorted(ranks.items()) if ranks else [(None, pod)]:
+    candidates: list[tuple[int | None, Mapping[str, Any] | None]] = sorted(ranks.items()) if ranks else [(None, pod)]
+    for rank, each in candidates:
         stuck = None if each is None else _stuck(each, _trial_container(job, each), now, unschedulable_seconds)
         if stuck is not None:
             reason, message = stuck

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
+K = TypeVar("K", bound=Hashable)
 
-class Scheduler:
+
+class Scheduler(Generic[K]):
     """Runs ``work(key)`` for requested keys: never twice at once for one key, bursts coalesced.
 
     The first request for an idle key runs at once (leading edge: an applied Experiment gets
@@ -27,22 +30,22 @@ class Scheduler:
     """
 
     def __init__(
-        self, work: Callable[[Hashable], Awaitable[bool]], debounce: float, retry: float, max_retry: float = 120.0
+        self, work: Callable[[K], Awaitable[bool]], debounce: float, retry: float, max_retry: float = 120.0
     ) -> None:
         self._work = work
         self._debounce = debounce
         self._retry = retry
         self._max_retry = max(retry, max_retry)
-        self._dirty: set[Hashable] = set()
-        self._tasks: dict[Hashable, asyncio.Task[None]] = {}
-        self.active: set[Hashable] = set()
+        self._dirty: set[K] = set()
+        self._tasks: dict[K, asyncio.Task[None]] = {}
+        self.active: set[K] = set()
 
-    def request(self, key: Hashable) -> None:
+    def request(self, key: K) -> None:
         self._dirty.add(key)
         if key not in self._tasks:
             self._tasks[key] = asyncio.get_running_loop().create_task(self._run(key), name=f"reconcile {key}")
 
-    def forget(self, key: Hashable) -> None:
+    def forget(self, key: K) -> None:
         self.active.discard(key)
 
     async def resync_forever(self, interval: float) -> None:
@@ -62,7 +65,7 @@ class Scheduler:
         """Seconds to wait after the ``failures``-th failed run in a row."""
         return min(self._max_retry, self._retry * 2 ** min(failures - 1, 16))
 
-    async def _run(self, key: Hashable) -> None:
+    async def _run(self, key: K) -> None:
         failures = 0
         try:
             while True:

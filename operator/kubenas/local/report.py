@@ -28,8 +28,9 @@ from typing import Any
 
 import yaml
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from kubenas import api, objective, plan
 from kubenas.local.results import RunDirectory
@@ -371,7 +372,7 @@ def _parameter_axis(ax: Axes, parameter: api.Parameter) -> Any:
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
     elif parameter.type == api.ParameterType.INT:
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        _integer_ticks(ax.xaxis)
     if parameter.min is not None and parameter.max is not None:
         low, high = parameter.min, parameter.max
         if parameter.scale == api.Scale.LOG and low > 0:
@@ -381,6 +382,13 @@ def _parameter_axis(ax: Axes, parameter: api.Parameter) -> Any:
             pad = (high - low) * 0.04 or 0.5
             ax.set_xlim(low - pad, high + pad)
     return lambda value, rng: float(value)
+
+
+def _integer_ticks(axis: Axis) -> None:
+    """Ticks at whole numbers only (the default locator is a MaxNLocator; other locators take no such setting)."""
+    locator = axis.get_major_locator()
+    if isinstance(locator, MaxNLocator):
+        locator.set_params(integer=True)
 
 
 def draw_curves(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Figure | None:
@@ -402,8 +410,8 @@ def draw_curves(spec: api.ExperimentSpec, trials: Sequence[api.Trial]) -> Figure
         labelled.add(phase)
         ax.plot(steps, values, style, marker=".", color=_PHASE_COLOURS.get(phase, "gray"), alpha=0.7, label=label)
     ax.set_xlabel("step (epoch)")
-    ax.set_ylabel(metric)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel(metric or "")
+    _integer_ticks(ax.xaxis)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     title = f"{metric} during training ({len(with_curves)} trials)"

@@ -506,8 +506,8 @@ class LocalRunner:
 
     def _interrupt_running(self) -> None:
         """End every running trial; they run again on --resume (their results were not in yet)."""
-        for name, proc in list(self.measuring.items()):
-            proc.end(STOP_GRACE_SECONDS)  # not recorded: measured again on --resume
+        for name, measurement in list(self.measuring.items()):
+            measurement.end(STOP_GRACE_SECONDS)  # not recorded: measured again on --resume
             self.measuring.pop(name)
             self.run_dir.processes.remove(measurement_key(name))
         for name, proc in list(self.processes.items()):
@@ -640,7 +640,7 @@ def _install_interrupt_handler(runner: LocalRunner) -> dict[int, Any]:
     def handler(signum: int, frame: FrameType | None) -> None:
         runner.request_interrupt()
 
-    previous = {}
+    previous: dict[int, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(ValueError):  # not the main thread
             previous[sig] = signal.signal(sig, handler)
