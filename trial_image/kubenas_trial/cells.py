@@ -68,7 +68,7 @@ class Cell(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = [x]
         for incoming in INCOMING:
-            nodes.append(sum(self.edges[edge](nodes[source]) for edge, source in incoming))  # type: ignore[misc]
+            nodes.append(sum(self.edges[edge](nodes[source]) for edge, source in incoming))
         return nodes[-1]
 
 

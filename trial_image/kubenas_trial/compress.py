@@ -41,15 +41,17 @@ def apply_pruning(model: nn.Module, method: str, amount: float) -> int:
     raise ValueError(f"unknown pruning method {method!r}")
 
 
-def _keep(filters: torch.Tensor, amount: float) -> torch.Tensor:
-    """Sorted indices of the output channels to keep: the largest L2 norms, at least one."""
-    norms = filters.detach().flatten(1).norm(dim=1)
+def _keep(layer: nn.Module, amount: float) -> torch.Tensor:
+    """Sorted indices of ``layer``'s output channels to keep: the largest filter L2 norms, at least one."""
+    assert isinstance(layer, nn.Conv2d | nn.Linear)  # a container's item is typed as any Module
+    norms = layer.weight.detach().flatten(1).norm(dim=1)
     keep = max(1, round(len(norms) * (1.0 - amount)))
     return norms.topk(keep).indices.sort().values
 
 
-def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None,
+def _slice_conv(conv: nn.Module, out_idx: torch.Tensor | None = None,
                 in_idx: torch.Tensor | None = None) -> nn.Conv2d:
+    assert isinstance(conv, nn.Conv2d)  # a container's item is typed as any Module
     depthwise = conv.groups > 1
     if depthwise and conv.groups != conv.in_channels:
         raise ValueError("only plain and depthwise convolutions can be sliced")
@@ -62,17 +64,19 @@ def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None,
         weight = weight[:, in_idx]
     out_c = weight.shape[0]
     in_c = out_c if depthwise else weight.shape[1]
-    new = nn.Conv2d(in_c, out_c, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+    # Conv2d's own sizes are pairs, but torch annotates them as _ConvNd's tuple[int, ...].
+    new = nn.Conv2d(in_c, out_c, conv.kernel_size, conv.stride, conv.padding, conv.dilation,  # type: ignore[arg-type]
                     groups=out_c if depthwise else 1, bias=bias is not None, device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         new.weight.copy_(weight)
-        if bias is not None:
+        if bias is not None and new.bias is not None:
             new.bias.copy_(bias)
     return new
 
 
-def _slice_linear(linear: nn.Linear, out_idx: torch.Tensor | None = None,
+def _slice_linear(linear: nn.Module, out_idx: torch.Tensor | None = None,
                   in_idx: torch.Tensor | None = None) -> nn.Linear:
+    assert isinstance(linear, nn.Linear)  # a container's item is typed as any Module
     weight = linear.weight.detach()
     bias = linear.bias.detach() if linear.bias is not None else None
     if out_idx is not None:
@@ -93,27 +97,21 @@ def _slice_norm(norm: nn.Module, idx: torch.Tensor) -> nn.Module:
         return norm  # Identity when batch_norm is off
     new = type(norm)(len(idx), eps=norm.eps, momentum=norm.momentum, affine=norm.affine,
                      track_running_stats=norm.track_running_stats, device=idx.device)
-    with torch.no_grad():
-        if norm.affine:
-            new.weight.copy_(norm.weight[idx])
-            new.bias.copy_(norm.bias[idx])
-        if norm.track_running_stats:
-            new.running_mean.copy_(norm.running_mean[idx])
-            new.running_var.copy_(norm.running_var[idx])
-            new.num_batches_tracked.copy_(norm.num_batches_tracked)
+    # Per channel: weight and bias (if affine), running mean and variance (if tracked); the batch count is a scalar.
+    new.load_state_dict({k: v if v.dim() == 0 else v[idx] for k, v in norm.state_dict().items()})
     return new.train(norm.training)
 
 
 def _prune_block(block: Block, amount: float) -> None:
     body = block.body
     if isinstance(block.project, nn.Identity):  # plain block: conv, norm, act, conv, norm
-        idx = _keep(body[0].weight, amount)
+        idx = _keep(body[0], amount)
         body[0] = _slice_conv(body[0], out_idx=idx)
         body[1] = _slice_norm(body[1], idx)
         body[3] = _slice_conv(body[3], in_idx=idx)
         return
     # Inverted bottleneck: expand, norm, act, depthwise, norm, act; [SE]; project.
-    idx = _keep(body[0].weight, amount)
+    idx = _keep(body[0], amount)
     body[0] = _slice_conv(body[0], out_idx=idx)
     body[1] = _slice_norm(body[1], idx)
     body[3] = _slice_conv(body[3], out_idx=idx)
@@ -128,7 +126,7 @@ def _prune_mlp(mlp: MLP, amount: float) -> int:
     layers = mlp.net
     positions = [i for i, m in enumerate(layers) if isinstance(m, nn.Linear)]
     for here, after in itertools.pairwise(positions):  # every hidden layer; never the classifier's outputs
-        idx = _keep(layers[here].weight, amount)
+        idx = _keep(layers[here], amount)
         layers[here] = _slice_linear(layers[here], out_idx=idx)
         if isinstance(layers[here + 1], nn.BatchNorm1d):
             layers[here + 1] = _slice_norm(layers[here + 1], idx)
@@ -211,7 +209,7 @@ def quantize(model: nn.Module, kind: str, calibration: Iterable[torch.Tensor], e
 
     engine = _engine()
     torch.backends.quantized.engine = engine
-    float_model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    float_model = model.to("cpu", memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]  # Module.to takes memory_format; torch's overloads leave it out
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=UserWarning)

@@ -39,7 +39,9 @@ above, which that benchmark does not reach.
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -79,8 +81,8 @@ class SearchCell(nn.Module):
     def forward(self, x: torch.Tensor, weights: torch.Tensor, chosen: list[int] | None) -> torch.Tensor:
         nodes = [x]
         for incoming in cells.INCOMING:
-            nodes.append(sum(self.mixed_op(edge, nodes[source], weights[edge], chosen)  # type: ignore[misc]
-                             for edge, source in incoming))
+            nodes.append(functools.reduce(operator.add, (self.mixed_op(edge, nodes[source], weights[edge], chosen)
+                                                         for edge, source in incoming)))
         return nodes[-1]
 
     def mixed_op(self, edge: int, x: torch.Tensor, weights: torch.Tensor, chosen: list[int] | None) -> torch.Tensor:
@@ -90,8 +92,9 @@ class SearchCell(nn.Module):
         weights are zero in value, and adding them keeps their gradient path.
         """
         ops = self.edges[edge]
+        assert isinstance(ops, nn.ModuleList)  # a container's item is typed as any Module
         if chosen is None:
-            return sum(w * op(x) for w, op in zip(weights, ops, strict=True))  # type: ignore[return-value]
+            return functools.reduce(operator.add, (w * op(x) for w, op in zip(weights, ops, strict=True)))
         k = chosen[edge]
         return weights[k] * ops[k](x) + (weights.sum() - weights[k])
 
@@ -309,15 +312,17 @@ def run(config: dict[str, Any], reporter: TrialReporter, say: Callable[[str], No
         network.tau = TAU_MAX - (TAU_MAX - TAU_MIN) * max(epoch - 1 - warmup, 0) / max(epochs - 1 - warmup, 1)
         network.train()
         start = time.perf_counter()
-        weight_losses, arch_losses = [], []
+        weight_losses: list[torch.Tensor] = []
+        arch_losses: list[torch.Tensor] = []
         for weight_batch in weight_batches:
             arch_batch = next(arch_batches) if searching else None
             weight_loss, arch_loss = bilevel.step(weight_batch, arch_batch)
             weight_losses.append(weight_loss)
             samples += len(weight_batch[1])
             if arch_batch is not None:
-                arch_losses.append(arch_loss)
                 samples += len(arch_batch[1])
+            if arch_loss is not None:  # a search step (not warm-up)
+                arch_losses.append(arch_loss)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds += time.perf_counter() - start

@@ -70,8 +70,8 @@ def final_model(directory: Path, device_name: str = "auto",
         device = runtime.select_device(device_name)
         model, example = float_model.to(device), example.to(device)
         if runtime.use_channels_last(channels_last, device, example.dim() == 4):  # as the trainer ran it
-            model, example = model.to(memory_format=torch.channels_last), example.contiguous(
-                memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes memory_format; torch's overloads leave it out
+            example = example.contiguous(memory_format=torch.channels_last)
         return model, example
     # Quantize the float twin again to get the same graph, then load the trial's int8 weights,
     # scales and zero points over it: the calibration batch only shapes observers we overwrite.

@@ -238,9 +238,10 @@ def resize_to(model: nn.Module, state_dict: dict[str, Any]) -> nn.Module:
         if isinstance(module, nn.Conv2d) and weight is not None and weight.shape != module.weight.shape:
             out = weight.shape[0]
             depthwise = module.groups > 1
-            new = nn.Conv2d(out if depthwise else weight.shape[1], out, module.kernel_size, module.stride,
-                            module.padding, module.dilation, groups=out if depthwise else 1,
-                            bias=module.bias is not None)
+            # Conv2d's own sizes are pairs, but torch annotates them as _ConvNd's tuple[int, ...].
+            new = nn.Conv2d(out if depthwise else weight.shape[1], out,
+                            module.kernel_size, module.stride, module.padding, module.dilation,  # type: ignore[arg-type]
+                            groups=out if depthwise else 1, bias=module.bias is not None)
         elif isinstance(module, nn.Linear) and weight is not None and weight.shape != module.weight.shape:
             new = nn.Linear(weight.shape[1], weight.shape[0], bias=module.bias is not None)
         elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):

@@ -156,7 +156,7 @@ def subnet_metrics(trainer: Trainer, net: supernet.Supernet, subnet: supernet.Su
     params, nonzero = cost.parameter_counts(model)
     flops, sparse_flops = cost.flop_counts(model, example)
     if trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes memory_format; torch's overloads leave it out
         example = example.contiguous(memory_format=torch.channels_last)
     threads = runtime.latency_threads(config["latency_threads"], runtime.cpu_quota(), runtime.usable_cpus())
     latency = cost.measure_latency(model, example, threads, config["latency_repeats"], config["latency_warmup"])

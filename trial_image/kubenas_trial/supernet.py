@@ -126,8 +126,9 @@ def make_space(config: dict[str, Any], requested: Mapping[str, Any] | None) -> S
     return Space(choices)
 
 
-def _conv(conv: nn.Conv2d, x: torch.Tensor, c_out: int, kernel: int | None = None) -> torch.Tensor:
+def _conv(conv: nn.Module, x: torch.Tensor, c_out: int, kernel: int | None = None) -> torch.Tensor:
     """``conv`` on its first ``c_out`` outputs and ``x``'s channels, with the centre ``kernel``×``kernel``."""
+    assert isinstance(conv, nn.Conv2d)  # a container's item is typed as any Module
     depthwise = conv.groups > 1
     weight = conv.weight[:c_out] if depthwise else conv.weight[:c_out, : x.shape[1]]
     padding = conv.padding
@@ -147,6 +148,8 @@ def _norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """
     if not isinstance(norm, nn.BatchNorm2d):
         return x
+    # The supernet's norms track running statistics (the default), so these are never None.
+    assert norm.running_mean is not None and norm.running_var is not None and norm.num_batches_tracked is not None
     c = x.shape[1]
     momentum = 0.0
     if norm.training:
@@ -163,7 +166,8 @@ def _squeeze_excite(se: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x * se.gate(_conv(se.expand, hidden, x.shape[1]))
 
 
-def _block(block: Block, x: torch.Tensor, c_out: int, kernel: int, expansion: int) -> torch.Tensor:
+def _block(block: nn.Module, x: torch.Tensor, c_out: int, kernel: int, expansion: int) -> torch.Tensor:
+    assert isinstance(block, Block)  # a container's item is typed as any Module
     body = block.body
     if isinstance(block.project, nn.Identity):  # plain: k×k, norm, act, k×k, norm
         out = body[2](_norm(body[1], _conv(body[0], x, c_out, kernel)))
@@ -211,8 +215,10 @@ class Supernet(nn.Module):
         net = self.net
         x = net.stem[2](_norm(net.stem[1], _conv(net.stem[0], x, channels[0], kernel)))
         for s, c_out in enumerate(channels):
+            stage = net.stages[s]
+            assert isinstance(stage, nn.Sequential)
             for b in range(sub["blocks"]):
-                x = _block(net.stages[s][b], x, c_out, kernel, expansion)
+                x = _block(stage[b], x, c_out, kernel, expansion)
         x = net.dropout(net.flatten(net.pool(x)))
         return F.linear(x, net.head.weight[:, : x.shape[1]], net.head.bias)
 
@@ -360,7 +366,7 @@ def train(trainer: Trainer, supernet: Supernet, epochs: int, calibration: Sequen
         train_loss = (torch.stack(losses).float().to(trainer.device) @ weights).item() / max(sum(sizes), 1)
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"supernet training diverged in epoch {epoch}: loss is {train_loss}")
-        metrics = {}
+        metrics: dict[str, float] = {}
         for name, subnet in (("", supernet.space.largest()), ("_smallest", supernet.space.smallest())):
             loss, accuracy = evaluate(trainer, supernet, subnet, calibration)
             metrics |= {f"accuracy{name}": accuracy, f"loss{name}": loss}

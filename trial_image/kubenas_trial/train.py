@@ -229,7 +229,7 @@ class Trainer:
         self.amp = runtime.amp_dtype(config["amp"], device)
         self.channels_last = runtime.use_channels_last(config["channels_last"], device, data.is_image)
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
-        self.model = model.to(device, memory_format=memory_format)
+        self.model = model.to(device, memory_format=memory_format)  # type: ignore[call-overload]  # Module.to takes memory_format; torch's overloads leave it out
         self.forward: nn.Module = self.model
         self.compiled = False
         if config["compile"]:
