@@ -43,10 +43,12 @@ $(HELM) $(KUBECTL): $(TOOLS)/%:
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 test: venv prometheus helm
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(PY) -m pytest -q
 
 test-fast: venv
@@ -82,4 +84,4 @@ bench: venv
 	$(PY) benchmarks/apply_latency.py   # needs $$KUBECONFIG (a real API server); says so and skips otherwise
 
 clean:
-	rm -rf $(VENV) $(TOOLS) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) runs .pytest_cache .ruff_cache .mypy_cache
