@@ -293,7 +293,8 @@ def replay(cache: dict[str, Any], space_name: str, replays: int, bar_pp: float) 
         label = f"one-shot, {algorithm}, maxTrials {max_trials}, topK {top_k}"
         methods.append((label, lambda s, a=algorithm, n=max_trials, k=top_k:
                         one_shot(m, one_shot_spec(m, a, n, k, s, cache), s)))
-    head = ["Experiment", "reaches the bar", "median CPU-s to the bar", "median trainings", "median CPU-s in all",
+    head = ["Experiment", "reaches the bar", "median CPU-s to the bar (quartiles)", "median trainings",
+            "median CPU-s in all",
             "median accuracy found", "ratio to black box (parallel 1)"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     results: dict[str, Any] = {}
@@ -304,27 +305,35 @@ def replay(cache: dict[str, Any], space_name: str, replays: int, bar_pp: float) 
         if math.isnan(reference):
             reference = cost
         ratio = cost / reference
+        low, high = (float(np.percentile([r.cost for r in runs], q, method="nearest")) for q in (25, 75))
         results[label] = {
             "reached": sum(not math.isinf(r.cost) for r in runs) / len(runs), "median_cost_cpu_s": cost,
+            "quartiles_cpu_s": [low, high],
             "median_trainings": median([r.trainings for r in runs]),
             "median_total_cpu_s": median([r.total for r in runs]),
             "median_found": median([r.found for r in runs]), "ratio": ratio,
             "needed_top_k": [r.needed_top_k for r in runs], "costs": [r.cost for r in runs],
         }
         row = results[label]
-        print(f"| {label} | {row['reached']:.0%} | {fmt(cost)} | {row['median_trainings']:.0f} | "
+        spread = "" if low == high else f" ({fmt(low)}–{fmt(high)})"
+        print(f"| {label} | {row['reached']:.0%} | {fmt(cost)}{spread} | {row['median_trainings']:.0f} | "
               f"{row['median_total_cpu_s']:,.0f} | {row['median_found']:.4f} | "
               f"{'—' if math.isinf(ratio) or math.isnan(ratio) else f'{ratio:.2f}'} |", flush=True)
     ranked = sorted(m.table.runs, key=lambda k: -m.inherited[k])
     first_good = next(i + 1 for i, k in enumerate(ranked) if m.good(k))
-    print(f"ranked by inherited accuracy, the first subnet that clears the bar is number {first_good} of {size}")
+    fixed = m.supernet_cpu + sum(m.eval_cpu.values())
+    everything = sum(m.train_cpu.values())
+    print(f"ranked by inherited accuracy, the first subnet that clears the bar is number {first_good} of {size}; "
+          f"supernet + evaluating all {size} = {fixed:.0f} CPU-s ({fixed / mean_train:.1f} average trainings), "
+          f"{fixed / everything:.0%} of training every subnet standalone ({everything:.0f} CPU-s)")
     return {"subnets": size, "best": m.table.optimum, "bar": m.bar, "good": len(good), "supernet_cpu_s": m.supernet_cpu,
-            "mean_train_cpu_s": mean_train, "first_good_by_inherited": first_good, "methods": results}
+            "eval_all_cpu_s": sum(m.eval_cpu.values()), "train_all_cpu_s": everything, "mean_train_cpu_s": mean_train,
+            "first_good_by_inherited": first_good, "methods": results}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spaces", nargs="+", default=["36"], choices=[s for s in SPACES if s != "quick"])
+    parser.add_argument("--spaces", nargs="+", default=["36", "54"], choices=[s for s in SPACES if s != "quick"])
     parser.add_argument("--standalone-seeds", type=int, default=2, help="standalone runs recorded per subnet")
     parser.add_argument("--replays", type=int, default=20)
     parser.add_argument("--bar", type=float, default=0.5, help="pp below the best mean standalone accuracy")
