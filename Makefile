@@ -80,6 +80,7 @@ bench: venv
 	$(PY) benchmarks/incumbent_noise.py
 	$(PY) benchmarks/early_stopping.py
 	$(PY) benchmarks/oneshot_ranking.py   # ~11 CPU-minutes
+	$(PY) benchmarks/oneshot_cost.py --replay   # the committed measurements (38 CPU-minutes to redo)
 	$(PY) benchmarks/operator_throughput.py
 	$(PY) benchmarks/apply_latency.py   # needs $$KUBECONFIG (a real API server); says so and skips otherwise
 
