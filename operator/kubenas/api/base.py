@@ -23,6 +23,8 @@ MAX_EXPERIMENT_NAME_LENGTH = 56
 MAX_PARETO_FRONT = 50
 MAX_CURVE_POINTS = 500
 MAX_CONDITIONS = 12
+MAX_EXTRA_PARAMETERS = 32
+"""Fixed trial parameters a staged experiment's section may give one stage (oneShot.supernet, ...)."""
 
 # DNS-1123 label (Kubernetes object names) and metric/parameter identifiers.
 # The built-in trainer's parameter that says what a trial does; a staged experiment's trials differ by it.

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from pydantic import Field
 
-from kubenas.api.base import MODE, Model, OperatorRule, ParameterValue, Rule
+from kubenas.api.base import MAX_EXTRA_PARAMETERS, MODE, Model, OperatorRule, ParameterValue, Rule
 
 CELL_OPERATIONS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 """The NAS-Bench-201 operations, in the order a search trial's ``cell_op_<edge>`` values index."""
@@ -22,7 +22,6 @@ CELL_NODES = 4
 SEARCH_ONLY = ("search_method", "arch_lr", "arch_warmup", "arch_fraction")
 """The trainer's parameters that only a search reads: not carried to the retraining trials."""
 MAX_TOP_K = 8
-MAX_EXTRA_PARAMETERS = 32
 # Trial parameters the stages set; no searched or extra parameter may use them.
 CELL = "cell"
 SEARCH_MODE = "gradient-search"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from kubenas.api.base import MODE, Model, OperatorRule, ParameterType, ParameterValue
+from kubenas.api.base import MAX_EXTRA_PARAMETERS, MODE, Model, OperatorRule, ParameterType, ParameterValue
 
 # The trainer's elastic dimensions (kubenas_trial.supernet): a one-shot search space is made of these.
 ELASTIC_DIMENSIONS = ("stages", "blocks", "width", "kernel_size", "expansion")
@@ -18,7 +18,6 @@ MAX_DIMENSION_VALUES = 16
 # Subnets one supernet-eval trial evaluates at most (its result must fit a termination message).
 MAX_BATCH = 16
 MAX_TOP_K = 20
-MAX_EXTRA_PARAMETERS = 32
 # Trial parameters the planner sets to select a stage; no searched or extra parameter may use them.
 SUPERNET = "supernet"
 SUBNETS = "subnets"
