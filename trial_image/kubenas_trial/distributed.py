@@ -175,6 +175,10 @@ def process_group(topo: Topology, device: torch.device, timeout_seconds: float) 
     )
     try:
         yield
+        # Every rank reaches the end before any leaves: a rank whose gloo threads still wait on a peer
+        # that already tore down and exited is aborted at interpreter exit (SIGABRT, "terminate called
+        # without an active exception"), failing a trial that trained to the end.
+        dist.barrier()
     finally:
         with contextlib.suppress(Exception):  # tearing down after a peer failed may itself fail
             dist.destroy_process_group()
