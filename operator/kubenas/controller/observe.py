@@ -230,17 +230,25 @@ def _all_succeeded(
     return all((ranks.get(i) or {}).get("status", {}).get("phase") == "Succeeded" for i in range(completions))
 
 
+# What a rank says when it failed because another rank went away (gloo, NCCL, and the trial image's own
+# words): on a tie in finishedAt, which has whole seconds, such a rank is not the one that failed the trial.
+PEER_LOSS_MARKERS = ("closed by peer", "reset by peer", "remote worker", "lost the other ranks")
+
+
 def _failed_rank(job: Mapping[str, Any], ranks: Mapping[int, Mapping[str, Any]]) -> int | None:
-    """The rank that failed a multi-pod trial: the first of its failed pods to end (ties: the lowest rank).
+    """The rank that failed a multi-pod trial: the first of its failed pods to end; within the same second,
+    one that did not report losing its peers, then the lowest rank.
 
     Its peers usually fail right after it (their collective calls lose it) or are stopped by the Job.
     """
-    ended: dict[int, str] = {}
+    ended: dict[int, tuple[str, bool]] = {}
     for index, pod in ranks.items():
         terminated = ((_trial_container(job, pod) or {}).get("state") or {}).get("terminated") or {}
         if terminated.get("exitCode") not in (None, 0) or pod.get("status", {}).get("phase") == "Failed":
-            ended[index] = str(terminated.get("finishedAt") or "~")  # unknown: after every known time
-    return min(ended, key=lambda i: (ended[i], i)) if ended else None
+            message = str(terminated.get("message") or "")
+            lost_peers = any(marker in message for marker in PEER_LOSS_MARKERS)
+            ended[index] = (str(terminated.get("finishedAt") or "~"), lost_peers)  # unknown: after every known time
+    return min(ended, key=lambda i: (*ended[i], i)) if ended else None
 
 
 def _trial_container(job: Mapping[str, Any], pod: Mapping[str, Any] | None) -> Mapping[str, Any] | None:

@@ -167,6 +167,21 @@ def test_multi_pod_failure_names_the_rank_that_failed_first() -> None:
         assert seen.result_text == "Traceback: rank 1 boom" and seen.pod_name == "exp-0-0-abcde"
 
 
+def test_within_the_same_second_the_rank_that_lost_its_peers_is_not_blamed() -> None:
+    crashed = terminated(1, "Error", "RuntimeError: rank 1 crashed on purpose")
+    peer = terminated(1, "Error", "RuntimeError: [gloo/transport/tcp/pair.cc:553] Connection closed by peer "
+                                  "[127.0.0.1]:1447. This is typically caused by a remote worker crashing.")
+    ours = terminated(1, "Error", "kubenas-trial: error: rank 0: lost the other ranks of the trial (one failed, ...)")
+    for rank_0 in (peer, ours):  # both ended in the same second (finishedAt has whole seconds)
+        seen = observe.observe(
+            indexed_job(FAILED_INDEXES), [ranked(0, "Failed", rank_0), ranked(1, "Failed", crashed)], NOW, 60
+        )
+        assert (seen.rank, seen.result_text) == (1, "RuntimeError: rank 1 crashed on purpose")
+    both = observe.observe(indexed_job(FAILED_INDEXES), [ranked(0, "Failed", crashed), ranked(1, "Failed", crashed)],
+                           NOW, 60)
+    assert both.rank == 0  # no way to tell: the lowest rank
+
+
 def test_multi_pod_oom_and_deadline() -> None:
     oom = [ranked(0, "Failed", terminated(143)), ranked(1, "Failed", terminated(137, "OOMKilled"))]
     oom[1]["status"]["containerStatuses"][1]["state"]["terminated"]["finishedAt"] = "2026-01-01T11:00:00Z"
