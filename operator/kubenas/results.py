@@ -5,7 +5,8 @@ termination message is parsed and the trial classified. Both backends call this 
 The operator reads the pod's termination message and container state; the local runner
 reads the termination file and the process's exit status. Everything read from a trial is
 bounded and checked here, so a trial that writes garbage fails with ``InvalidResult``
-instead of reaching the optimizer or the status.
+instead of reaching the optimizer or the status. How a disrupted pod or a Job suspended again
+(``with_disruptions``, ``requeued``) changes a trial's status is decided here too.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from __future__ import annotations
 import json
 import math
 import signal
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from kubenas import api, objective
@@ -321,6 +323,32 @@ def with_sample(
     if any(status.reported.get(k) != v for k, v in reported.items()):
         update["reported"] = {**status.reported, **reported}
     return status.model_copy(update=update) if update else status
+
+
+def with_disruptions(status: api.TrialStatus, times: Iterable[datetime]) -> api.TrialStatus:
+    """``status`` counting the disruptions of the trial's pods (when each was marked) not counted yet.
+
+    ``lastDisruptionTime`` remembers the newest one counted, so each counts once, also once its
+    pod is gone; the same object when there is none.
+    """
+    since = status.last_disruption_time
+    new = [t for t in times if since is None or t > since]
+    if not new:
+        return status
+    return status.model_copy(
+        update={"disruptions": (status.disruptions or 0) + len(new), "last_disruption_time": max(new)}
+    )
+
+
+def requeued(status: api.TrialStatus, message: str | None) -> api.TrialStatus:
+    """``status`` when the trial's Job waits for its queue: ``Queued``, with the backend's ``message``.
+
+    A trial that had started and is suspended again (Kueue preemption) counts one more
+    ``requeues``; that is not a failure, so its curve and start time are kept.
+    """
+    again = status.phase != api.TrialPhase.QUEUED and status.start_time is not None
+    requeues = (status.requeues or 0) + 1 if again else status.requeues
+    return status.model_copy(update={"phase": api.TrialPhase.QUEUED, "message": message, "requeues": requeues})
 
 
 def classify_finished_trial(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from kubenas import api, results
@@ -225,6 +226,39 @@ def test_a_sample_keeps_the_latest_watched_values_only() -> None:
     status = api.TrialStatus(reported={"params": 10.0})
     new = results.with_sample(status, 0, {"params": 12.0, "flops": 3.0, "acc": 0.1}, "acc", frozenset({"params"}))
     assert new.reported == {"params": 12.0}
+
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def test_each_disruption_counts_once_even_when_seen_again() -> None:
+    status = api.TrialStatus(phase=api.TrialPhase.RUNNING)
+    once = results.with_disruptions(status, [T0, T0 + timedelta(seconds=5)])
+    assert (once.disruptions, once.last_disruption_time) == (2, T0 + timedelta(seconds=5))
+    # the next reconcile lists the same pods (or none: they were deleted), then a new one is disrupted
+    assert results.with_disruptions(once, [T0, T0 + timedelta(seconds=5)]) is once
+    assert results.with_disruptions(once, []) is once
+    later = results.with_disruptions(once, [T0, T0 + timedelta(seconds=5), T0 + timedelta(minutes=1)])
+    assert (later.disruptions, later.last_disruption_time) == (3, T0 + timedelta(minutes=1))
+    assert later.phase == api.TrialPhase.RUNNING
+
+
+def test_a_trial_suspended_again_after_it_ran_is_requeued_not_failed() -> None:
+    curve = [api.CurvePoint(step=1, value=0.5)]
+    running = api.TrialStatus(phase=api.TrialPhase.RUNNING, start_time=T0, curve=curve)
+    queued = results.requeued(running, "waiting for queue q to admit the Job")
+    assert (queued.phase, queued.requeues, queued.message) == (
+        api.TrialPhase.QUEUED, 1, "waiting for queue q to admit the Job"
+    )
+    assert (queued.start_time, queued.curve) == (T0, curve)  # it resumes where it was
+    assert results.requeued(queued, "still waiting").requeues == 1  # still the same wait
+    resumed = queued.model_copy(update={"phase": api.TrialPhase.RUNNING})
+    assert results.requeued(resumed, None).requeues == 2
+
+
+def test_a_trial_waiting_for_its_first_admission_is_not_a_requeue() -> None:
+    waiting = results.requeued(api.TrialStatus(), "waiting for queue q to admit the Job")
+    assert waiting.phase == api.TrialPhase.QUEUED and not waiting.requeues
 
 
 def test_an_exit_code_failure_names_the_last_log_line() -> None:

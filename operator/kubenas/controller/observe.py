@@ -111,6 +111,19 @@ def observe(
     return Observation(State.PENDING, **common)
 
 
+POD_ENDED_PHASES = frozenset({"Succeeded", "Failed"})
+"""The phases of a pod whose containers have all terminated for good."""
+
+
+def has_live_pods(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> bool:
+    """The Job still has pods to stop.
+
+    Its count of active pods lags behind them: a trial whose pods all ended has none.
+    """
+    live = [p for p in pods if (p.get("status") or {}).get("phase") not in POD_ENDED_PHASES]
+    return bool((job.get("status") or {}).get("active")) and bool(live)
+
+
 @dataclass(frozen=True)
 class Disruption:
     """A pod that ended, or is ending, because of a disruption (condition ``DisruptionTarget``).

@@ -190,10 +190,7 @@ async def _observe_trials(
                 await _interruption_events(ctx, exp_raw, trial, new, pods)
                 trial = trial.model_copy(update={"status": new})
         if job is not None and trial.phase.is_finished:
-            # The Job's count of active pods lags behind them: a trial whose pods all ended has none.
-            ended = ("Succeeded", "Failed")
-            live = [p for p in children.pods.get(trial.name, []) if (p.get("status") or {}).get("phase") not in ended]
-            active = bool((job.get("status") or {}).get("active")) and bool(live)
+            active = observe.has_live_pods(job, children.pods.get(trial.name, []))
             if active or not experiment.spec.trial_template.retain:
                 await ctx.kube.delete(kube.JOBS, job["metadata"]["namespace"], job["metadata"]["name"])
                 await _delete_service(ctx, experiment, trial)
@@ -222,12 +219,9 @@ def _observed_status(
             )
         return None  # not created yet: _ensure_jobs creates it
     seen = observe.observe(job, pods, now, ctx.settings.unschedulable_seconds)
-    old = _with_disruptions(old, pods)
+    old = results.with_disruptions(old, [d.time for d in observe.disruptions(pods) if d.time is not None])
     if seen.state == observe.State.QUEUED:
-        # Suspended again after it ran (Kueue preemption): not a failure; its curve and start are kept.
-        requeued = old.phase != api.TrialPhase.QUEUED and old.start_time is not None
-        requeues = (old.requeues or 0) + 1 if requeued else old.requeues
-        return old.model_copy(update={"phase": api.TrialPhase.QUEUED, "message": seen.message, "requeues": requeues})
+        return results.requeued(old, seen.message)
     if seen.state == observe.State.PENDING:
         return old.model_copy(update={"phase": api.TrialPhase.PENDING, "message": seen.message})
     start = old.start_time or seen.start_time or now
@@ -252,18 +246,6 @@ def _observed_status(
             "start_time": start,
             "completion_time": seen.completion_time or now,
         }
-    )
-
-
-def _with_disruptions(status: api.TrialStatus, pods: Sequence[Mapping[str, Any]]) -> api.TrialStatus:
-    """``status`` counting the trial's pods disrupted since the last one counted (each once, even once deleted)."""
-    since = status.last_disruption_time
-    new = [d for d in observe.disruptions(pods) if d.time is not None and (since is None or d.time > since)]
-    if not new:
-        return status
-    latest = max(d.time for d in new if d.time is not None)
-    return status.model_copy(
-        update={"disruptions": (status.disruptions or 0) + len(new), "last_disruption_time": latest}
     )
 
 

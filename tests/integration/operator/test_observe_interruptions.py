@@ -87,17 +87,27 @@ def test_a_disrupted_pod_waits_for_its_replacement_then_runs() -> None:
 def test_disruptions_are_counted_once_each_even_after_their_pods_are_gone() -> None:
     first = pod("p-a", "Failed", "2026-01-01T11:00:00Z", evicted("2026-01-01T11:30:00Z"))
     second = pod("p-b", "Failed", "2026-01-01T11:31:00Z", evicted("2026-01-01T11:40:00Z"))
-    status = api.TrialStatus(phase=api.TrialPhase.RUNNING)
-    status = reconcile._with_disruptions(status, [first])
+    status = observed(api.TrialStatus(phase=api.TrialPhase.RUNNING, start_time=NOW), ADMITTED_JOB, [first])
     assert status.disruptions == 1
-    assert reconcile._with_disruptions(status, [first]) is status  # seen again: not counted again
-    status = reconcile._with_disruptions(status, [second])  # the first pod was deleted meanwhile
+    assert observed(status, ADMITTED_JOB, [first]) == status  # seen again: not counted again
+    status = observed(status, ADMITTED_JOB, [second])  # the first pod was deleted meanwhile
     assert status.disruptions == 2 and status.last_disruption_time == datetime(2026, 1, 1, 11, 40, tzinfo=UTC)
     healthy = pod("p-c", "Running", "2026-01-01T11:41:00Z")
-    assert reconcile._with_disruptions(api.TrialStatus(), [healthy]).disruptions is None
+    assert observed(api.TrialStatus(), ADMITTED_JOB, [healthy]).disruptions is None
 
 
 def test_suspension_after_running_requeues_once_and_keeps_the_curve() -> None:
+    curve = [api.CurvePoint(step=1, value=0.5), api.CurvePoint(step=2, value=0.6)]
+    running = api.TrialStatus(phase=api.TrialPhase.RUNNING, start_time=NOW, curve=curve, step=2)
+    queued = observed(running, QUEUED_JOB, [])
+    assert (queued.phase, queued.requeues, queued.curve, queued.step) == (api.TrialPhase.QUEUED, 1, curve, 2)
+    assert observed(queued, QUEUED_JOB, []).requeues == 1
+    fresh = observed(api.TrialStatus(), QUEUED_JOB, [])  # never ran: just waiting
+    assert (fresh.phase, fresh.requeues) == (api.TrialPhase.QUEUED, None)
+
+
+def observed(status: api.TrialStatus, job: dict[str, Any], pods: list[dict[str, Any]]) -> api.TrialStatus:
+    """The status the operator writes for a trial in ``status`` whose Job and pods read so."""
     ctx: Any = SimpleNamespace(settings=SimpleNamespace(unschedulable_seconds=60))
     spec = {
         "objective": {"metric": "accuracy", "goal": "maximize"},
@@ -106,19 +116,9 @@ def test_suspension_after_running_requeues_once_and_keeps_the_curve() -> None:
         "trialTemplate": {"spec": {"containers": [{"name": "trial", "image": "i"}]}},
     }
     experiment = api.Experiment.model_validate({"metadata": {"name": "e", "namespace": "ns"}, "spec": spec})
-    curve = [api.CurvePoint(step=1, value=0.5), api.CurvePoint(step=2, value=0.6)]
-    running = api.TrialStatus(phase=api.TrialPhase.RUNNING, start_time=NOW, curve=curve, step=2)
     trial = api.Trial.model_validate(
         {"metadata": {"name": "e-0"}, "spec": {"experiment": "e", "index": 0, "parameters": {"w": 1}}}
     )
-    queued = reconcile._observed_status(
-        ctx, experiment, trial.model_copy(update={"status": running}), QUEUED_JOB, [], NOW
-    )
-    assert queued is not None
-    assert (queued.phase, queued.requeues, queued.curve, queued.step) == (api.TrialPhase.QUEUED, 1, curve, 2)
-    again = reconcile._observed_status(
-        ctx, experiment, trial.model_copy(update={"status": queued}), QUEUED_JOB, [], NOW
-    )
-    assert again is not None and again.requeues == 1
-    fresh = reconcile._observed_status(ctx, experiment, trial, QUEUED_JOB, [], NOW)  # never ran: just waiting
-    assert fresh is not None and (fresh.phase, fresh.requeues) == (api.TrialPhase.QUEUED, None)
+    new = reconcile._observed_status(ctx, experiment, trial.model_copy(update={"status": status}), job, pods, NOW)
+    assert new is not None
+    return new

@@ -114,6 +114,13 @@ def test_newest_pod_counts() -> None:
     assert (seen.state, seen.pod_name) == (observe.State.RUNNING, "p2")
 
 
+def test_a_finished_trials_job_has_pods_to_stop_only_while_one_has_not_ended() -> None:
+    # The Job's count of active pods lags behind them: once every pod ended, it has none to stop.
+    assert not observe.has_live_pods(job(FAILED, active=1), [pod("Failed", terminated(1)), pod("Succeeded")])
+    assert observe.has_live_pods(job(FAILED, active=1), [pod("Failed", terminated(1)), pod("Running")])
+    assert not observe.has_live_pods(job(COMPLETE), [pod("Running")])
+
+
 def ranked(index: int, phase: str = "Running", state: dict[str, Any] | None = None, **status: Any) -> dict[str, Any]:
     """A pod of an Indexed Job: its completion index is an annotation."""
     p = pod(phase, state, **status)
