@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kubenas import api, podpolicy
+from kubenas.api.oneshot import SUPERNET as ONE_SHOT_SUPERNET
 
 LABEL_EXPERIMENT = "kubenas.io/experiment"
 LABEL_TRIAL = "kubenas.io/trial"
@@ -191,6 +192,19 @@ def owner_reference(owner: Mapping[str, Any], *, controller: bool = True) -> dic
         "uid": meta["uid"],
         "controller": controller,
     }
+
+
+def trial_parameters(
+    parameters: Mapping[str, api.ParameterValue], supernet: str | None, output_dir: Callable[[str], str]
+) -> dict[str, api.ParameterValue]:
+    """A new trial's parameters; a one-shot search trial's also name the directory of its supernet.
+
+    ``supernet`` is the trial that trained the supernet (``plan.CreateTrial.supernet``), or None;
+    ``output_dir`` gives a trial's output directory as the new trial sees it (a backend's rule).
+    """
+    if supernet is None:
+        return dict(parameters)
+    return {**parameters, ONE_SHOT_SUPERNET: output_dir(supernet)}
 
 
 def build_trial(experiment: api.Experiment, name: str, index: int, parameters: Mapping[str, Any]) -> dict[str, Any]:

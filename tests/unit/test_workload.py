@@ -166,6 +166,17 @@ def test_build_trial_owned_by_experiment() -> None:
     assert trial["spec"] == {"experiment": "exp", "index": 0, "parameters": {"lr": 0.1}}
 
 
+def test_a_one_shot_search_trial_is_told_where_its_supernet_is() -> None:
+    exp = make_experiment()
+    exp.spec.export.artifact_volume = "out"
+    exp.spec.trial_template.spec["containers"][0]["volumeMounts"] = [{"name": "out", "mountPath": "/artifacts"}]
+    searched = {"width": 32}
+    parameters = workload.trial_parameters(searched, "exp-0", lambda name: workload.trial_output_dir(exp, name) or "")
+    assert parameters == {"width": 32, "supernet": "/artifacts/exp/exp-0"}
+    assert searched == {"width": 32}  # the planner's parameters are left as they were
+    assert workload.trial_parameters(searched, None, lambda name: "unused") == searched
+
+
 def test_artifact_volume_sets_output_dir() -> None:
     exp = make_experiment()
     exp.spec.export.artifact_volume = "out"

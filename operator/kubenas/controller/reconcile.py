@@ -19,7 +19,6 @@ from typing import Any, cast
 import pydantic
 
 from kubenas import api, measurejob, plan, results, validation, workload
-from kubenas.api.oneshot import SUPERNET as ONE_SHOT_SUPERNET
 from kubenas.controller import apply, context, curves, kube, measurements, observe
 from kubenas.controller.context import Context
 
@@ -385,9 +384,9 @@ async def _apply(
 async def _create_trial(
     ctx: Context, experiment: api.Experiment, exp_raw: Mapping[str, Any], action: plan.CreateTrial
 ) -> api.Trial | None:
-    parameters = dict(action.parameters)
-    if action.supernet is not None:  # one_shot_problem guarantees an artifact volume
-        parameters[ONE_SHOT_SUPERNET] = workload.trial_output_dir(experiment, action.supernet) or ""
+    parameters = workload.trial_parameters(  # one_shot_problem guarantees the supernet an artifact volume
+        action.parameters, action.supernet, lambda name: workload.trial_output_dir(experiment, name) or ""
+    )
     body = workload.build_trial(experiment, action.name, action.index, parameters)
     try:
         created = await apply.create_owned(ctx.kube, kube.TRIALS, body)

@@ -22,7 +22,6 @@ from typing import Any
 
 from kubenas import api, measurejob, objective, plan, search, workload
 from kubenas import results as trial_results
-from kubenas.api.oneshot import SUPERNET as ONE_SHOT_SUPERNET
 from kubenas.local import report
 from kubenas.local.files import read_regular_file
 from kubenas.local.live import RunningTrial, Snapshot, View, make_view
@@ -281,9 +280,9 @@ class LocalRunner:
     # ------------------------------------------------------------------ actions
 
     def _create(self, action: plan.CreateTrial) -> None:
-        parameters = dict(action.parameters)
-        if action.supernet is not None:
-            parameters[ONE_SHOT_SUPERNET] = str(self.run_dir.output_dir(action.supernet).resolve())
+        parameters = workload.trial_parameters(
+            action.parameters, action.supernet, lambda name: str(self.run_dir.output_dir(name).resolve())
+        )
         raw = workload.build_trial(self.experiment, action.name, action.index, parameters)
         trial = api.Trial.model_validate(raw)
         trial.metadata.creation_timestamp = datetime.now(UTC)

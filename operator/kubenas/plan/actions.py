@@ -33,7 +33,8 @@ class CreateTrial:
     index: int
     parameters: Mapping[str, api.ParameterValue]
     # One-shot stage 2: the trial whose output directory holds the supernet checkpoint; the
-    # backend adds that directory, as the trial sees it, as parameter ``supernet``.
+    # backend adds that directory, as the trial sees it, as parameter ``supernet``
+    # (``workload.trial_parameters``).
     supernet: str | None = None
 
 
