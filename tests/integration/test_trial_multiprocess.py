@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -31,12 +31,6 @@ PARAMS = {"epochs": 6, "latency_repeats": 3, "latency_warmup": 1, "dist_timeout"
 TOLERANCE = 0.03
 LEARNED = ("accuracy", "test_accuracy", "loss", "test_loss", "params", "nonzero_params", "epochs")
 WAIT = 300  # seconds: far beyond a run, only so a hang fails the test instead of the suite
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 from typing import Any
+
+from loopback import free_port
 
 # A training script as a user would write it: three SDK lines. It waits for a line on stdin
 # before each step, so the test can hold it until Prometheus has scraped the previous one
@@ -38,7 +39,7 @@ RANGE_STEP = 0.5
 
 def test_promql_returns_each_reported_step(prometheus_server: Any, tmp_path: Path) -> None:
     curve = [0.12, 0.37, 0.58, 0.81, 0.93]
-    port = _free_port()
+    port = free_port()
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     env = {
@@ -109,9 +110,3 @@ def _distinct_in_order(values: object) -> list[float]:
         if not out or out[-1] != value:
             out.append(value)
     return out
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -22,7 +22,8 @@ from kmock_cluster import NAMESPACE, Emulator, Kubelet, Outcome, metrics_result
 from kubenas import api, cli
 from kubenas.controller import apply
 from kubenas.local.live import format_value
-from operator_harness import CONFIGMAPS, EXP, TRIALS, Operator, by_width, eventually, experiment, finished, free_port
+from loopback import free_port
+from operator_harness import CONFIGMAPS, EXP, TRIALS, Operator, by_width, eventually, experiment, finished
 
 LOCAL_TESTS = Path(__file__).resolve().parents[1] / "local"
 

@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 import yaml
 from kmock_cluster import NAMESPACE, Emulator, Kubelet, Outcome
-from operator_harness import EXP, Operator, eventually, experiment, free_port, index_of
+from loopback import free_port
+from operator_harness import EXP, Operator, eventually, experiment, index_of
 
 ROOT = Path(__file__).resolve().parents[3]
 HELM = ROOT / "tools" / "helm" if (ROOT / "tools" / "helm").exists() else shutil.which("helm")

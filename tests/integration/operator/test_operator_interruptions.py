@@ -16,6 +16,7 @@ import pytest
 import yaml
 from kmock_cluster import NAMESPACE, Emulator, Kubelet, Outcome, metrics_result, run_trainer
 from kubenas import api, workload
+from loopback import free_port
 from operator_harness import (
     EVENTS,
     EXP,
@@ -25,7 +26,6 @@ from operator_harness import (
     eventually,
     experiment,
     finished,
-    free_port,
     status_of,
 )
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 from kmock_cluster import Emulator, Kubelet
-from operator_harness import EXP, Operator, by_width, eventually, experiment, finished, free_port
+from loopback import free_port
+from operator_harness import EXP, Operator, by_width, eventually, experiment, finished
 from prometheus_client.parser import text_string_to_metric_families
 
 KINDS = ("experiments", "trials", "jobs", "pods")

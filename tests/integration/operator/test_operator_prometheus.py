@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 import pytest
 from aiohttp import web
 from kmock_cluster import NAMESPACE, Emulator, Kubelet, Outcome, metrics_result
+from loopback import free_port
 from operator_harness import EVENTS, EXP, JOBS, TRIALS, Operator, eventually, experiment, index_of
 
 STEPS = 5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class TrialEndpoint:

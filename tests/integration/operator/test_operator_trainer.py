@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 from typing import Any
 
 import pytest
 from kmock_cluster import Emulator, Kubelet, Outcome, run_trainer
+from loopback import free_port
 from operator_harness import CONFIGMAPS, EXP, TRIALS, Operator, eventually, experiment, finished, index_of
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def trials_by_index(trials: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
